@@ -1,0 +1,1 @@
+"""The field-trial suite (one module per scenario)."""

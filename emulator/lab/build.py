@@ -1,0 +1,354 @@
+"""Bring the emulated lab up, take it down, and say how it is.
+
+`up` converges: a healthy lab built from the same plan is left alone; anything else (a lab of
+another plan, leftovers of a crashed run) is removed first and built afresh.  A failed or
+interrupted `up` removes what it made.  `down` removes everything the lab can have made, found by
+name prefix and process command line, so it also cleans after a partial `up` or a crash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.lab import openssh, store
+from emulator.lab.plan import HOST_LINK_PREFIX, MGMT_BRIDGE, NETNS_PREFIX, LabPlan, NodePlan
+from emulator.lab.sys import (
+    LabError, cmdline, host_links, host_routes, ip, list_netns, netns_pids, pid_alive, read_banner,
+    require_root_and_netns, require_tools, run, stop_pid, sysctl, tcp_probe, wait_for,
+)
+from emulator.line.control import LineControl
+
+RUN_ROOT = Path("/run/dcilab")       # state dirs of emulated labs live below here
+LINE_MODULE = "emulator.line"
+
+
+# ----------------------------------------------------------------------------------------- up
+def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
+    """Build the lab; returns 'built' or 'already up'."""
+    require_root_and_netns()
+    require_tools("ip", "ssh-keygen", openssh.SSHD, *( [store.BINARY] if plan.store else [] ))
+    if _healthy_same_plan(plan):
+        log(f"lab {plan.name} is already up with this plan; nothing changed")
+        return "already up"
+    removed = down(plan, quiet=True)
+    if removed:
+        log(f"removed leftovers of an earlier lab: {', '.join(removed)}")
+    _check_host_clashes(plan)
+    t0 = time.monotonic()
+    pids: dict[str, int] = {}
+    try:
+        state = Path(plan.state_dir)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (state / "plan.json").write_text(plan.to_json())
+        _build_fabric(plan)
+        log(f"namespaces and links: {len(plan.nodes) + len(plan.fabrics)} namespaces ({time.monotonic() - t0:.1f} s)")
+        openssh.ensure_keys(plan)
+        for node in plan.nodes:
+            if node.personality == "openssh":
+                pids[f"sshd:{node.name}"] = openssh.start(plan, node)
+        log(f"GPU nodes: OpenSSH up on {sum(1 for k in pids if k.startswith('sshd:'))} nodes "
+            f"({time.monotonic() - t0:.1f} s)")
+        pids["line"] = _start_line(plan)
+        _route_over_line(plan)
+        log(f"optical line: {len(plan.line.paths)} fiber paths, active {plan.line.active_path}, "
+            f"{plan.line.rate_bps / 1e9:g} Gbit/s ({time.monotonic() - t0:.1f} s)")
+        if plan.store:
+            pids["store"] = store.start(plan, plan.store)
+            log(f"metrics store: VictoriaMetrics on http://{plan.store.host}:{plan.store.port} "
+                f"({time.monotonic() - t0:.1f} s)")
+        _write_state(plan, pids)
+    except BaseException:
+        # Also on Ctrl-C: a half-built lab is worse than none.
+        log("lab up failed; removing what was made")
+        _stop_pids(pids.values())
+        down(plan, quiet=True)
+        raise
+    log(f"lab {plan.name} is up in {time.monotonic() - t0:.1f} s (state in {plan.state_dir})")
+    return "built"
+
+
+def _check_host_clashes(plan: LabPlan) -> None:
+    """Refuse to shadow networks that the host already uses for something else."""
+    ours = set(host_links())
+    for dst, dev in host_routes():
+        if not dst or dst == "default" or dev.startswith(HOST_LINK_PREFIX) and dev in ours:
+            continue
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        for known in plan.known_networks:
+            if net.overlaps(ipaddress.ip_network(known)) and net.prefixlen > 0:
+                raise LabError(f"the host already routes {dst} via {dev}, which overlaps the lab's {known}; "
+                               "change emulation.address_plan in the inventory or remove that route")
+
+
+def _build_fabric(plan: LabPlan) -> None:
+    mtu = str(plan.mtu)
+    ip("link", "add", MGMT_BRIDGE, "type", "bridge")
+    _no_ipv6_host(MGMT_BRIDGE)
+    ip("addr", "add", plan.controller_address, "dev", MGMT_BRIDGE)
+    ip("link", "set", MGMT_BRIDGE, "up")
+    for fabric in plan.fabrics:
+        run("ip", "netns", "add", fabric.netns)
+        sysctl(fabric.netns, net__ipv6__conf__all__disable_ipv6=1, net__ipv6__conf__default__disable_ipv6=1)
+        ip("link", "set", "lo", "up", netns=fabric.netns)
+        ip("link", "add", "fabric", "mtu", mtu, "type", "bridge", netns=fabric.netns)
+        ip("link", "set", "fabric", "up", netns=fabric.netns)
+    fabric_of = {f.site: f for f in plan.fabrics}
+    for node in plan.nodes:
+        ns = node.netns
+        run("ip", "netns", "add", ns)
+        sysctl(ns, net__ipv6__conf__all__disable_ipv6=1, net__ipv6__conf__default__disable_ipv6=1,
+               net__ipv4__conf__all__rp_filter=0, net__ipv4__conf__default__rp_filter=0,
+               net__ipv4__ip_forward=1 if node.kind == "gateway" else 0)
+        ip("link", "set", "lo", "up", netns=ns)
+        host_side = f"{HOST_LINK_PREFIX}m{node.index}"  # e.g. dcl-m3 (15-char limit)
+        ip("link", "add", host_side, "type", "veth", "peer", "name", "mgmt0", "netns", ns)
+        _no_ipv6_host(host_side)
+        ip("link", "set", host_side, "master", MGMT_BRIDGE, "up")
+        ip("addr", "add", node.mgmt_address, "dev", "mgmt0", netns=ns)
+        ip("link", "set", "mgmt0", "up", netns=ns)
+        if node.data_address and node.site in fabric_of:
+            fabric = fabric_of[node.site]
+            port = f"p{node.index}"
+            ip("link", "add", port, "mtu", mtu, "type", "veth", "peer", "name", "fab0", "netns", ns, "mtu", mtu,
+               netns=fabric.netns)
+            ip("link", "set", port, "master", "fabric", "up", netns=fabric.netns)
+            ip("addr", "add", node.data_address, "dev", "fab0", netns=ns)
+            ip("link", "set", "fab0", "up", netns=ns)
+    # GPU nodes reach the other site through their own site's gateway.
+    for node in plan.nodes:
+        if node.kind != "gpu_node" or node.site not in fabric_of:
+            continue
+        for other in plan.fabrics:
+            if other.site != node.site:
+                ip("route", "add", other.subnet, "via", fabric_of[node.site].gateway_ip, "dev", "fab0", netns=node.netns)
+
+
+def _no_ipv6_host(ifname: str) -> None:
+    path = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
+    if path.exists():
+        path.write_text("1")
+
+
+def line_config(plan: LabPlan) -> dict:  # type: ignore[type-arg]
+    line = plan.line
+    return {
+        "name": plan.name,
+        "control_socket": plan.line_socket,
+        "pidfile": f"{plan.state_dir}/line.pid",
+        "ends": [{"netns": plan.node(line.a_gateway).netns, "ifname": line.ifname},
+                 {"netns": plan.node(line.z_gateway).netns, "ifname": line.ifname}],
+        "mtu": plan.mtu,
+        "rate_bps": line.rate_bps,
+        "buffer_ms": line.buffer_ms,
+        "paths": [{"name": p.name, "length_km": p.length_km, "ber": 0.0} for p in line.paths],
+        "active_path": line.active_path,
+    }
+
+
+def _start_line(plan: LabPlan) -> int:
+    cfg = Path(plan.state_dir) / "line.json"
+    cfg.write_text(json.dumps(line_config(plan), indent=2))
+    log = open(Path(plan.state_dir) / "line.log", "ab")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([plan.python, "-m", LINE_MODULE, "--config", str(cfg)], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env)
+    log.close()
+    sock = Path(plan.line_socket)
+    try:
+        wait_for(lambda: proc.poll() is not None or sock.exists(), 15, "the optical line's control socket")
+    except LabError:
+        proc.kill()
+        raise
+    if proc.poll() is not None:
+        tail = (Path(plan.state_dir) / "line.log").read_text(errors="replace")[-600:]
+        raise LabError(f"the optical line exited at start (code {proc.returncode}): {tail.strip()}")
+    return proc.pid
+
+
+def _route_over_line(plan: LabPlan) -> None:
+    line = plan.line
+    ends = ((line.a_gateway, line.a_address, line.z_address), (line.z_gateway, line.z_address, line.a_address))
+    for gw_name, mine, peer in ends:
+        gw = plan.node(gw_name)
+        ip("addr", "add", mine, "dev", line.ifname, netns=gw.netns)
+        ip("link", "set", line.ifname, "up", netns=gw.netns)
+        for fabric in plan.fabrics:
+            if fabric.site != gw.site:
+                ip("route", "add", fabric.subnet, "via", peer.split("/")[0], "dev", line.ifname, netns=gw.netns)
+
+
+def _write_state(plan: LabPlan, pids: dict[str, int]) -> None:
+    state = {"plan": plan.name, "digest": plan.digest, "pids": pids, "created": time.time()}
+    (Path(plan.state_dir) / "lab.json").write_text(json.dumps(state, indent=2))
+
+
+def _read_state(state_dir: Path) -> dict | None:  # type: ignore[type-arg]
+    try:
+        return json.loads((state_dir / "lab.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _healthy_same_plan(plan: LabPlan) -> bool:
+    state = _read_state(Path(plan.state_dir))
+    if not state or state.get("digest") != plan.digest:
+        return False
+    return all(row.ok for row in status(plan).rows if row.required)
+
+
+# --------------------------------------------------------------------------------------- down
+def down(plan: LabPlan | None = None, quiet: bool = False, log=print) -> list[str]:  # type: ignore[no-untyped-def]
+    """Remove every namespace, link, process and state file of emulated labs; returns what was removed."""
+    removed: list[str] = []
+    state_dirs = set(RUN_ROOT.glob("*/")) if RUN_ROOT.exists() else set()
+    if plan is not None:
+        state_dirs.add(Path(plan.state_dir))
+    # 1. Processes in the host namespace: the line and the store (by recorded pid, then by scan).
+    pids: set[int] = set()
+    for sd in state_dirs:
+        st = _read_state(sd) or {}
+        for name, pid in (st.get("pids") or {}).items():
+            if not name.startswith("sshd:") and pid_alive(pid) and _is_lab_process(pid):
+                pids.add(pid)
+    pids |= _scan_lab_processes()
+    if pids:
+        _stop_pids(pids)
+        removed.append(f"{len(pids)} processes")
+    # 2. Namespaces (their processes first: sshd and its sessions, device servers).
+    for ns in list_netns():
+        if ns.startswith(NETNS_PREFIX):
+            inside = netns_pids(ns)
+            _stop_pids(inside)
+            run("ip", "netns", "del", ns, check=False)
+            removed.append(ns)
+    # 3. Host links (veth peers vanish with their namespaces; the bridge stays until removed).
+    for link in host_links():
+        if link.startswith(HOST_LINK_PREFIX):
+            ip("link", "del", link, check=False)
+            removed.append(link)
+    # 4. State: keys, configs, pid files, sockets, logs.
+    for sd in state_dirs:
+        if sd.exists():
+            shutil.rmtree(sd, ignore_errors=True)
+            removed.append(str(sd))
+    if RUN_ROOT.exists() and not any(RUN_ROOT.iterdir()):
+        RUN_ROOT.rmdir()
+    if not quiet:
+        log("removed: " + (", ".join(removed) if removed else "nothing (no lab was up)"))
+    return removed
+
+
+def _is_lab_process(pid: int) -> bool:
+    cmd = cmdline(pid)
+    return (f"-m {LINE_MODULE} --config {RUN_ROOT}/" in cmd
+            or ("victoria-metrics" in cmd and "-storageDataPath=/var/lib/dcilab/" in cmd))
+
+
+def _scan_lab_processes() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and _is_lab_process(int(entry.name)):
+            found.add(int(entry.name))
+    return found
+
+
+def _stop_pids(pids) -> None:  # type: ignore[no-untyped-def]
+    for pid in list(pids):
+        stop_pid(pid)
+
+
+# ------------------------------------------------------------------------------------- status
+@dataclass
+class Row:
+    name: str
+    kind: str
+    address: str
+    state: str
+    detail: str
+    required: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("up", "idle")
+
+
+@dataclass
+class LabStatus:
+    name: str
+    built: bool
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.built and all(r.ok for r in self.rows if r.required)
+
+
+def status(plan: LabPlan) -> LabStatus:
+    namespaces = set(list_netns())
+    built = (Path(plan.state_dir) / "lab.json").exists()
+    st = LabStatus(plan.name, built)
+    for node in plan.nodes:
+        st.rows.append(_node_row(node, namespaces))
+    st.rows.append(_line_row(plan))
+    if plan.store:
+        ok = store.healthy(plan.store)
+        st.rows.append(Row("metrics-store", "victoria-metrics", f"{plan.store.host}:{plan.store.port}",
+                           "up" if ok else "down", "answers /health" if ok else "does not answer /health"))
+    return st
+
+
+def _node_row(node: NodePlan, namespaces: set[str]) -> Row:
+    addr = f"{node.mgmt_ip}:{node.port}"
+    if node.netns not in namespaces:
+        return Row(node.name, node.kind, addr, "down", f"namespace {node.netns} does not exist")
+    if node.personality == "openssh":
+        banner = read_banner(node.mgmt_ip, node.port)
+        if banner and banner.startswith("SSH-2.0-"):
+            return Row(node.name, node.kind, addr, "up", banner)
+        return Row(node.name, node.kind, addr, "down", "sshd does not answer")
+    probe = tcp_probe(node.mgmt_ip, node.port)
+    if probe == "open":
+        return Row(node.name, node.kind, addr, "up", f"{node.personality} answers")
+    if probe == "refused":
+        # The namespace and its management address are up; this dcilab version has no server
+        # for the personality yet, so the device is not counted as failed.
+        return Row(node.name, node.kind, addr, "idle",
+                   f"address answers; no {node.personality} server in this dcilab version", required=False)
+    return Row(node.name, node.kind, addr, "down", "management address does not answer")
+
+
+def _line_row(plan: LabPlan) -> Row:
+    sock = plan.line_socket
+    if not Path(sock).exists():
+        return Row("optical-line", "line", sock, "down", "control socket missing")
+    try:
+        state = LineControl(sock, timeout=2.0).get()
+    except Exception as exc:  # noqa: BLE001 - any failure means the line does not answer
+        return Row("optical-line", "line", sock, "down", f"control does not answer: {exc}")
+    active = state.get("active_path")
+    paths = {p["name"]: p for p in state.get("paths", [])}
+    delay = paths.get(active, {}).get("delay_ms")
+    return Row("optical-line", "line", f"{plan.line.a_gateway} <-> {plan.line.z_gateway}", "up",
+               f"active {active}, one-way {delay:.3f} ms, {state.get('rate_bps', 0) / 1e9:g} Gbit/s"
+               if delay is not None else f"active {active}")
+
+
+def ssh_check(plan: LabPlan, node: NodePlan, command: str = "true") -> subprocess.CompletedProcess[str]:
+    """Run a command on a GPU node with the lab key and strict host-key checking (for tests/CLI)."""
+    return run("ssh", "-i", plan.key_path, "-o", f"UserKnownHostsFile={plan.known_hosts_path}",
+               "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+               "-p", str(node.port), f"root@{node.mgmt_ip}", command, check=False)
+
+
+__all__ = ["LabError", "LabStatus", "Row", "down", "line_config", "ssh_check", "status", "up", "sys"]

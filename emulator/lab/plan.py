@@ -1,0 +1,139 @@
+"""What the emulated lab is made of, as plain data.
+
+The framework (testbed/) turns an inventory into a ``LabPlan``; the emulator only executes plans.
+That keeps the emulator free of the framework, as real gear is.  A plan is JSON-serialisable so
+it can be saved with the lab's state and compared on the next ``up``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+NETNS_PREFIX = "dcl-"          # every namespace the lab makes starts with this
+HOST_LINK_PREFIX = "dcl-"      # every link the lab makes in the host namespace starts with this
+MGMT_BRIDGE = "dcl-mgmt"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One emulated device: a namespace with a management interface (and maybe a fabric port)."""
+
+    name: str
+    kind: str                   # otn_terminal | roadm | gateway | gpu_node
+    site: str | None
+    personality: str            # openssh | openconfig | openroadm | vrp
+    mgmt_address: str           # with prefix, e.g. 198.18.0.11/24
+    port: int                   # management port the personality serves
+    data_address: str | None = None   # on the site fabric, with prefix
+    index: int = 0              # stable small number used to name host-side links
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.name}"
+
+    @property
+    def mgmt_ip(self) -> str:
+        return self.mgmt_address.split("/")[0]
+
+    @property
+    def data_ip(self) -> str | None:
+        return self.data_address.split("/")[0] if self.data_address else None
+
+
+@dataclass(frozen=True)
+class FabricPlan:
+    """A site's leaf/spine, reduced to one bridge in its own namespace."""
+
+    site: str
+    subnet: str
+    gateway: str                # gateway device name
+    gateway_ip: str             # its fabric address (next hop of the GPU nodes toward the WAN)
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}fab-{self.site}"
+
+
+@dataclass(frozen=True)
+class LinePathPlan:
+    name: str
+    kind: str
+    length_km: float
+
+
+@dataclass(frozen=True)
+class LinePlan:
+    """The optical line between the two gateways (user-space forwarder over TAP)."""
+
+    a_gateway: str
+    z_gateway: str
+    a_address: str              # with prefix, on the gateway's wan0
+    z_address: str
+    rate_bps: float             # the service's line rate x bandwidth scale
+    paths: tuple[LinePathPlan, ...]
+    active_path: str
+    buffer_ms: float
+    ifname: str = "wan0"
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """The local metrics store (VictoriaMetrics: accepts the InfluxDB v2 write API)."""
+
+    host: str
+    port: int
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    name: str
+    state_dir: str
+    mtu: int
+    controller_address: str     # on the management bridge, with prefix
+    nodes: tuple[NodePlan, ...]
+    fabrics: tuple[FabricPlan, ...]
+    line: LinePlan
+    store: StorePlan | None
+    python: str                 # interpreter that runs the emulator's own processes
+    known_networks: tuple[str, ...] = field(default=())   # every subnet of the plan, to check the host for clashes
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @property
+    def digest(self) -> str:
+        """Identifies the plan; an `up` with the same digest on a healthy lab changes nothing."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @property
+    def key_path(self) -> str:
+        return f"{self.state_dir}/id_ed25519"
+
+    @property
+    def known_hosts_path(self) -> str:
+        return f"{self.state_dir}/known_hosts"
+
+    @property
+    def line_socket(self) -> str:
+        return f"{self.state_dir}/line.sock"
+
+    @classmethod
+    def from_json(cls, text: str) -> LabPlan:
+        d = json.loads(text)
+        d["nodes"] = tuple(NodePlan(**n) for n in d["nodes"])
+        d["fabrics"] = tuple(FabricPlan(**f) for f in d["fabrics"])
+        line = d["line"]
+        line["paths"] = tuple(LinePathPlan(**p) for p in line["paths"])
+        d["line"] = LinePlan(**line)
+        d["store"] = StorePlan(**d["store"]) if d["store"] else None
+        d["known_networks"] = tuple(d.get("known_networks", ()))
+        return cls(**d)

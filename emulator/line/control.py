@@ -1,0 +1,384 @@
+"""Control plane of the line: JSON lines over a Unix stream socket, plus a small client.
+
+Device emulators (the OTN transponders' management side) and tests steer the line through
+this socket: switch the active path, cut a path, inject an outage, change rate or BER, and
+read counters. One request per line ``{"op": ...}``; one reply per line, ``{"ok": true, ...}``
+or ``{"ok": false, "error": "..."}``. A connection may carry any number of requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import socketserver
+import threading
+import time
+from typing import Any
+
+from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_ACTIVE, P_BUFFER_S,
+                        P_OUTAGE_UNTIL, P_RATE, Shared)
+from .model import LineConfig, check_ber, propagation_delay_s
+
+MAX_LINE = 65536
+MAX_OUTAGE_MS = 3_600_000
+
+
+class RequestError(ValueError):
+    """A request the line refuses; its message goes back to the client verbatim."""
+
+
+def _ms(s: float) -> float:
+    return round(s * 1000.0, 6)
+
+
+class LineService:
+    """The line's state as seen by the control plane; every change is written through to
+    the shared parameters the forwarding children read."""
+
+    OPS = ("ping", "get", "set_rate", "set_ber", "set_active_path", "set_path_up", "outage",
+           "reset_counters")
+
+    def __init__(self, cfg: LineConfig, shared: Shared) -> None:
+        self.cfg = cfg
+        self.shared = shared
+        self._lock = threading.Lock()
+        self.rate_bps = cfg.rate_bps
+        self.active = cfg.active_index
+        self.paths = [{"name": p.name, "length_km": p.length_km, "ber": p.ber, "up": p.up}
+                      for p in cfg.paths]
+        self.outage_start = 0.0
+        self.outage_end = 0.0
+        self._baseline = [0] * (2 * MAX_PATHS * NC)
+        sp = shared.params
+        sp[P_RATE] = float(cfg.rate_bps)
+        sp[P_BUFFER_S] = cfg.buffer_ms / 1000.0
+        sp[P_OUTAGE_UNTIL] = 0.0
+        for i, p in enumerate(self.paths):
+            shared.set_path(i, propagation_delay_s(p["length_km"]), p["ber"], p["up"])
+        sp[P_ACTIVE] = float(self.active)
+
+    # --- request handling ---
+
+    def handle(self, req: Any) -> dict[str, Any]:
+        """Answer one decoded request; never raises."""
+        try:
+            if not isinstance(req, dict):
+                raise RequestError("request must be a JSON object like {\"op\": \"get\"}")
+            op = req.get("op")
+            if op not in self.OPS:
+                raise RequestError(f"unknown op {op!r} (ops: {', '.join(self.OPS)})")
+            with self._lock:
+                return {"ok": True, **getattr(self, f"_op_{op}")(req)}
+        except RequestError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+    @staticmethod
+    def _fields(req: dict[str, Any], *names: str) -> list[Any]:
+        op = req["op"]
+        extra = sorted(set(req) - {"op", *names})
+        if extra:
+            raise RequestError(f"{op}: unknown field {extra[0]!r} (expected: {', '.join(names) or 'none'})")
+        missing = [n for n in names if n not in req]
+        if missing:
+            raise RequestError(f"{op}: missing field {missing[0]!r}")
+        return [req[n] for n in names]
+
+    def _path(self, op: str, ref: Any) -> int:
+        names = ", ".join(p["name"] for p in self.paths)
+        if isinstance(ref, bool):
+            raise RequestError(f"{op}: path must be a path name or index, got {ref!r}")
+        if isinstance(ref, int):
+            if 0 <= ref < len(self.paths):
+                return ref
+            raise RequestError(f"{op}: path index {ref} out of range (0..{len(self.paths) - 1})")
+        for i, p in enumerate(self.paths):
+            if p["name"] == ref:
+                return i
+        raise RequestError(f"{op}: unknown path {ref!r} (paths: {names})")
+
+    def _op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._fields(req)
+        return {"name": self.cfg.name, "pid": os.getpid(), "now_monotonic": time.monotonic()}
+
+    def _op_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._fields(req)
+        return self.state()
+
+    def _op_set_rate(self, req: dict[str, Any]) -> dict[str, Any]:
+        (rate,) = self._fields(req, "rate_bps")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) \
+                or rate < 0 or rate != int(rate):
+            raise RequestError(f"set_rate: rate_bps must be a whole number >= 0 (0 = unlimited), got {rate!r}")
+        prev, self.rate_bps = self.rate_bps, int(rate)
+        self.shared.params[P_RATE] = float(self.rate_bps)
+        return {"rate_bps": self.rate_bps, "previous": prev}
+
+    def _op_set_ber(self, req: dict[str, Any]) -> dict[str, Any]:
+        ref, ber = self._fields(req, "path", "ber")
+        i = self._path("set_ber", ref)
+        try:
+            ber = check_ber(ber, "set_ber: ber")
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
+        prev, self.paths[i]["ber"] = self.paths[i]["ber"], ber
+        self._write_path(i)
+        return {"path": self.paths[i]["name"], "ber": ber, "previous": prev}
+
+    def _op_set_active_path(self, req: dict[str, Any]) -> dict[str, Any]:
+        (ref,) = self._fields(req, "path")
+        i = self._path("set_active_path", ref)
+        prev, self.active = self.active, i
+        self.shared.params[P_ACTIVE] = float(i)
+        return {"active_path": self.paths[i]["name"], "previous": self.paths[prev]["name"]}
+
+    def _op_set_path_up(self, req: dict[str, Any]) -> dict[str, Any]:
+        ref, up = self._fields(req, "path", "up")
+        i = self._path("set_path_up", ref)
+        if not isinstance(up, bool):
+            raise RequestError(f"set_path_up: up must be true or false, got {up!r}")
+        prev, self.paths[i]["up"] = self.paths[i]["up"], up
+        self._write_path(i)
+        return {"path": self.paths[i]["name"], "up": up, "previous": prev}
+
+    def _op_outage(self, req: dict[str, Any]) -> dict[str, Any]:
+        (ms,) = self._fields(req, "ms")
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) \
+                or not 0 < ms <= MAX_OUTAGE_MS:
+            raise RequestError(f"outage: ms must be a number in (0, {MAX_OUTAGE_MS}], got {ms!r}")
+        now = time.monotonic()
+        self.outage_start, self.outage_end = now, now + ms / 1000.0
+        self.shared.params[P_OUTAGE_UNTIL] = self.outage_end
+        return {"ms": ms, "start_monotonic": now, "end_monotonic": self.outage_end}
+
+    def _op_reset_counters(self, req: dict[str, Any]) -> dict[str, Any]:
+        # The children own their counters; a reset is a new baseline, so nothing races.
+        self._fields(req)
+        self._baseline = self.shared.counter_values()
+        return {}
+
+    def _write_path(self, i: int) -> None:
+        p = self.paths[i]
+        self.shared.set_path(i, propagation_delay_s(p["length_km"]), p["ber"], p["up"])
+
+    # --- state ---
+
+    def counters(self) -> dict[str, dict[str, dict[str, int]]]:
+        raw = self.shared.counter_values()
+        base = self._baseline
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for d, dname in enumerate(DIRECTIONS):
+            out[dname] = {}
+            for i, p in enumerate(self.paths):
+                o = (d * MAX_PATHS + i) * NC
+                out[dname][p["name"]] = {c: raw[o + j] - base[o + j] for j, c in enumerate(COUNTERS)}
+        return out
+
+    def state(self) -> dict[str, Any]:
+        now = time.monotonic()
+        active = self.outage_end > now
+        return {
+            "name": self.cfg.name,
+            "pid": os.getpid(),
+            "now_monotonic": now,
+            "ends": [{"netns": e.netns, "ifname": e.ifname} for e in self.cfg.ends],
+            "mtu": self.cfg.mtu,
+            "rate_bps": self.rate_bps,
+            "buffer_ms": self.cfg.buffer_ms,
+            "active_path": self.paths[self.active]["name"],
+            "paths": [{"name": p["name"], "length_km": p["length_km"],
+                       "delay_ms": _ms(propagation_delay_s(p["length_km"])), "ber": p["ber"],
+                       "up": p["up"], "active": i == self.active}
+                      for i, p in enumerate(self.paths)],
+            "outage": {"active": active,
+                       "remaining_ms": _ms(self.outage_end - now) if active else 0.0,
+                       "start_monotonic": self.outage_start or None,
+                       "end_monotonic": self.outage_end or None},
+            "counters": self.counters(),
+        }
+
+
+# --- server ---------------------------------------------------------------------------------------
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: ControlServer
+
+    def handle(self) -> None:
+        while True:
+            try:
+                line = self.rfile.readline(MAX_LINE + 1)
+            except OSError:
+                return
+            if not line:
+                return
+            if len(line) > MAX_LINE:
+                self._reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                return
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                reply = {"ok": False, "error": f"request is not valid JSON: {exc}"}
+            else:
+                reply = self.server.service.handle(req)
+            if not self._reply(reply):
+                return
+
+    def _reply(self, reply: dict[str, Any]) -> bool:
+        try:
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+            self.wfile.flush()
+            return True
+        except OSError:
+            return False
+
+
+class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Serves ``service`` on ``path`` from background threads.
+
+    The socket is bound under a temporary name and renamed into place once listening, so
+    its appearance at ``path`` means the line is ready to take requests.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, path: str, service: LineService) -> None:
+        self.path = path
+        self.service = service
+        _clear_stale_socket(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        super().__init__(tmp, _Handler)
+        self._tmp = tmp
+        self._ino: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="line-control", daemon=True)
+        self._thread.start()
+        os.rename(self._tmp, self.path)
+        self._ino = os.stat(self.path).st_ino
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+        self.server_close()
+        for p in (self.path, self._tmp):
+            try:
+                if p == self._tmp or os.stat(p).st_ino == self._ino:  # never remove a successor's socket
+                    os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def _clear_stale_socket(path: str) -> None:
+    if not os.path.lexists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+        except OSError:
+            os.unlink(path)  # nobody listening: left over from a crashed run
+            return
+    raise OSError(f"control socket {path} is in use by a running process")
+
+
+# --- client ---------------------------------------------------------------------------------------
+
+
+class LineControlError(Exception):
+    """Base of the client's errors."""
+
+
+class LineUnavailable(LineControlError):
+    """The line's control socket cannot be reached or did not answer in time."""
+
+
+class LineRequestError(LineControlError):
+    """The line understood the request and refused it; ``str()`` is its error message."""
+
+
+class LineControl:
+    """Client for the control socket; one short connection per request, so it survives
+    line restarts and can be shared between threads."""
+
+    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request; return the reply (``ok`` true) or raise."""
+        data = json.dumps({"op": op, **fields}).encode() + b"\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.socket_path)
+                s.sendall(data)
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise LineUnavailable(f"line at {self.socket_path} closed the connection "
+                                              f"without replying to {op!r}")
+                    buf += chunk
+            except socket.timeout:
+                raise LineUnavailable(f"line at {self.socket_path} did not answer {op!r} "
+                                      f"within {self.timeout:g} s") from None
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise LineUnavailable(f"line control socket {self.socket_path} is not available: "
+                                      f"{exc.strerror}") from None
+            except OSError as exc:
+                raise LineUnavailable(f"talking to line at {self.socket_path}: {exc}") from None
+        try:
+            reply = json.loads(buf)
+        except ValueError as exc:
+            raise LineControlError(f"line sent an unreadable reply to {op!r}: {exc}") from None
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            err = reply.get("error") if isinstance(reply, dict) else None
+            raise LineRequestError(err or f"line refused {op!r} without a reason: {reply!r}")
+        return reply
+
+    def wait_ready(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Poll ``ping`` until the line answers (it creates its socket only once forwarding)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.ping()
+            except LineUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def ping(self) -> dict[str, Any]:
+        return self.request("ping")
+
+    def get(self) -> dict[str, Any]:
+        return self.request("get")
+
+    def set_rate(self, rate_bps: int) -> dict[str, Any]:
+        return self.request("set_rate", rate_bps=rate_bps)
+
+    def set_ber(self, path: str | int, ber: float) -> dict[str, Any]:
+        return self.request("set_ber", path=path, ber=ber)
+
+    def set_active_path(self, path: str | int) -> dict[str, Any]:
+        return self.request("set_active_path", path=path)
+
+    def set_path_up(self, path: str | int, up: bool) -> dict[str, Any]:
+        return self.request("set_path_up", path=path, up=up)
+
+    def outage(self, ms: float) -> dict[str, Any]:
+        return self.request("outage", ms=ms)
+
+    def reset_counters(self) -> dict[str, Any]:
+        return self.request("reset_counters")

@@ -1,0 +1,1 @@
+"""dcilab framework: inventory, emulated lab control, pytest plugin, faults, jobs, metrics."""

@@ -1,0 +1,143 @@
+"""The `dcilab` command line: check inventories and run the emulated lab.
+
+Errors a user can fix (a bad inventory, a missing package, not being root) are printed as one clear
+message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from testbed.inventory import InventoryError, load_inventory
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "emulated.yaml"
+
+
+def default_inventory() -> Path:
+    return Path(os.environ.get("DCILAB_INVENTORY", DEFAULT_INVENTORY))
+
+
+def _inventory_check(args: argparse.Namespace) -> int:
+    worst = 0
+    for file in args.files:
+        try:
+            inv = load_inventory(file)
+        except InventoryError as exc:
+            print(exc, file=sys.stderr)
+            worst = 1
+            continue
+        kinds: dict[str, int] = {}
+        for d in inv.devices:
+            kinds[d.kind.value] = kinds.get(d.kind.value, 0) + 1
+        what = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        mode = "emulated" if inv.is_emulated else "real gear"
+        print(f"{file}: OK: {inv.name} ({mode}): {len(inv.sites)} sites, {what}, "
+              f"{len(inv.fiber_paths)} fiber paths, {len(inv.services)} services")
+    return worst
+
+
+def _plan(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from testbed.emulated_lab import lab_plan
+
+    return lab_plan(load_inventory(args.inventory))
+
+
+def _lab_up(args: argparse.Namespace) -> int:
+    from emulator.lab import build
+
+    build.up(_plan(args))
+    return _print_status(build.status(_plan(args)), as_json=False)
+
+
+def _lab_down(args: argparse.Namespace) -> int:
+    from emulator.lab import build
+    from emulator.lab.sys import require_root_and_netns
+
+    require_root_and_netns()
+    plan = _plan(args) if Path(args.inventory).exists() else None
+    build.down(plan)
+    return 0
+
+
+def _lab_status(args: argparse.Namespace) -> int:
+    from emulator.lab import build
+
+    return _print_status(build.status(_plan(args)), as_json=args.json)
+
+
+def _print_status(st, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps({"lab": st.name, "built": st.built, "ok": st.ok, "devices": [asdict(r) for r in st.rows]},
+                         indent=2))
+    else:
+        print(f"lab {st.name}: {'up' if st.ok else 'NOT up' if st.built else 'not built (run: dcilab lab up)'}")
+        width = max(len(r.name) for r in st.rows)
+        for r in st.rows:
+            print(f"  {r.name:<{width}}  {r.kind:<13} {r.address:<22} {r.state:<5} {r.detail}")
+    return 0 if st.ok else 1
+
+
+def _lab_ssh(args: argparse.Namespace) -> int:
+    from emulator.lab.plan import LabPlan  # noqa: F401 - for the type only
+
+    plan = _plan(args)
+    node = plan.node(args.node)
+    cmd = ["ssh", "-i", plan.key_path, "-o", f"UserKnownHostsFile={plan.known_hosts_path}",
+           "-o", "StrictHostKeyChecking=yes", "-p", str(node.port), f"root@{node.mgmt_ip}", *args.command]
+    os.execvp("ssh", cmd)
+    return 127
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dcilab", description="DCI field-trial testbed automation")
+    sub = p.add_subparsers(dest="area", required=True)
+
+    inv = sub.add_parser("inventory", help="inventory files").add_subparsers(dest="action", required=True)
+    check = inv.add_parser("check", help="validate inventory files; lists every problem with file, line and fix")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=_inventory_check)
+
+    lab = sub.add_parser("lab", help="the emulated lab (needs root)").add_subparsers(dest="action", required=True)
+    for name, func, text in (("up", _lab_up, "build the emulated lab (idempotent)"),
+                             ("down", _lab_down, "remove every namespace, link, process and file of the lab"),
+                             ("status", _lab_status, "show each device and whether it answers")):
+        sp = lab.add_parser(name, help=text)
+        sp.add_argument("--inventory", "-i", type=Path, default=default_inventory(),
+                        help=f"inventory file (default: $DCILAB_INVENTORY or {DEFAULT_INVENTORY.relative_to(REPO_ROOT)})")
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(func=func)
+    ssh = lab.add_parser("ssh", help="open a shell (or run a command) on an emulated GPU node with the lab key")
+    ssh.add_argument("--inventory", "-i", type=Path, default=default_inventory())
+    ssh.add_argument("node")
+    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    ssh.set_defaults(func=_lab_ssh)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from emulator.lab.sys import LabError
+    from testbed.emulated_lab import NotEmulated
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InventoryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (LabError, NotEmulated, KeyError) as exc:
+        print(f"dcilab {args.area} {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"dcilab {args.area} {args.action}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

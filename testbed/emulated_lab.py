@@ -1,0 +1,65 @@
+"""Turn an inventory's emulated testbed into the emulator's lab plan.
+
+The inventory is the framework's view of a testbed; the plan is what the emulator builds.  Only
+this module knows both, so the emulator stays ignorant of the framework.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from urllib.parse import urlparse
+
+from emulator.lab.plan import FabricPlan, LabPlan, LinePathPlan, LinePlan, NodePlan, StorePlan
+from testbed.inventory import DeviceKind, Inventory
+
+
+class NotEmulated(Exception):
+    """The inventory describes real gear; there is nothing to emulate."""
+
+
+def lab_plan(inv: Inventory) -> LabPlan:
+    emu = inv.emulation
+    if emu is None:
+        raise NotEmulated(f"{inv.source}: inventory {inv.name!r} has no 'emulation' block: it describes real gear, "
+                          "which dcilab does not build; use inventory/emulated.yaml for the emulated lab")
+    plan = emu.address_plan
+    mgmt_prefix = plan.management.prefixlen
+    nodes = []
+    for index, d in enumerate(inv.devices):
+        personality = emu.personalities.get(d.name, "openssh" if d.kind == DeviceKind.GPU_NODE else "")
+        data = None
+        if d.data_address is not None and d.site in plan.fabrics:
+            data = f"{d.data_address}/{plan.fabrics[d.site].prefixlen}"
+        nodes.append(NodePlan(name=d.name, kind=d.kind.value, site=d.site, personality=personality,
+                              mgmt_address=f"{d.mgmt.address}/{mgmt_prefix}", port=d.port,
+                              data_address=data, index=index))
+    service = inv.services[0]
+    fabrics = []
+    for site, subnet in plan.fabrics.items():
+        gw_name = service.a_end.gateway if inv.device(service.a_end.gateway).site == site else service.z_end.gateway
+        fabrics.append(FabricPlan(site=site, subnet=str(subnet), gateway=gw_name,
+                                  gateway_ip=str(inv.device(gw_name).data_address)))
+    line_hosts = list(plan.line.hosts())
+    path_names = [service.working_path, *([service.protection_path] if service.protection_path else []),
+                  *service.restoration_paths]
+    paths = tuple(LinePathPlan(p.name, p.kind.value, p.length_km) for p in map(inv.fiber_path, path_names))
+    line = LinePlan(
+        a_gateway=service.a_end.gateway, z_gateway=service.z_end.gateway,
+        a_address=f"{line_hosts[0]}/{plan.line.prefixlen}", z_address=f"{line_hosts[1]}/{plan.line.prefixlen}",
+        rate_bps=service.line_gbps * 1e9 * emu.bandwidth_scale, paths=paths,
+        active_path=service.working_path, buffer_ms=emu.buffer_ms,
+    )
+    store = None
+    if emu.metrics_store == "victoria-metrics" and inv.metrics is not None:
+        url = urlparse(inv.metrics.url)
+        store = StorePlan(host=url.hostname or "127.0.0.1", port=url.port or 8428,
+                          data_dir=f"/var/lib/dcilab/{inv.name}/victoria-metrics")
+    controller = next(plan.management.hosts())
+    known = [plan.management, plan.line, *plan.fabrics.values()]
+    return LabPlan(
+        name=inv.name, state_dir=emu.state_dir, mtu=emu.mtu,
+        controller_address=f"{controller}/{mgmt_prefix}", nodes=tuple(nodes), fabrics=tuple(fabrics),
+        line=line, store=store, python=sys.executable,
+        known_networks=tuple(str(ipaddress.ip_network(n)) for n in known),
+    )

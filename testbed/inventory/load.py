@@ -1,0 +1,170 @@
+"""Load an inventory file and report *every* problem with file, line, field and a fix.
+
+Validation runs in two passes: the schema (pydantic: types, required fields, literal secrets)
+and the testbed's own consistency (references between devices, paths and services, and for an
+emulated lab the address plan).  The second pass runs on whatever part of the file survived the
+first, so one typo does not hide the rest of the problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel, ValidationError
+
+from testbed.inventory import checks
+from testbed.inventory.model import Device, Emulation, FiberPath, Inventory, Metrics, Service, Site
+from testbed.yamlsource import FieldPath, YamlSource, YamlSourceError, load_yaml
+
+DOC = "inventory/README.md"
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    line: int | None
+    field: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}\n    fix: {self.fix}"
+
+
+class InventoryError(Exception):
+    """The inventory is unusable; ``problems`` lists all that was found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        n = len(problems)
+        file = problems[0].file if problems else "the inventory"
+        super().__init__(f"{n} problem{'s' if n != 1 else ''} in {file}:\n" + "\n".join(map(str, problems)))
+
+
+def format_loc(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _fix_for(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    last = next((p for p in reversed(err["loc"]) if isinstance(p, str) and not p.startswith("[")), "")
+    if "fix" in ctx:
+        return str(ctx["fix"])
+    if kind == "missing":
+        return f"add the field '{last}' (see {DOC})"
+    if kind == "extra_forbidden":
+        return f"remove '{last}' or correct its spelling; the fields allowed here are listed in {DOC}"
+    if kind in ("enum", "literal_error"):
+        return f"use one of: {ctx.get('expected', '?')}"
+    if kind == "string_pattern_mismatch" and "a-z0-9" in str(ctx.get("pattern", "")):
+        return "names are lower-case letters, digits and '-', starting with a letter or digit, at most 31 characters"
+    if kind.startswith("ip_") or "ip" in kind and "address" in kind:
+        return "write an address such as 198.18.0.11"
+    if kind.startswith(("greater", "less")):
+        return f"use a value that is {err['msg'].removeprefix('Input should be ')}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"write '{last}' as a mapping of fields (see {DOC})"
+    if kind == "list_type":
+        return f"write '{last}' as a list ('- item' lines)"
+    if kind == "too_short":
+        return f"'{last}' needs more entries: {err['msg']}"
+    return f"see {DOC} for what this field takes"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return msg.removeprefix("Value error, ")
+
+
+def _problems_from(exc: ValidationError, src: YamlSource, prefix: FieldPath = ()) -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(p for p in err["loc"] if p != "[key]")
+        out.append(Problem(src.path, src.line_of(loc), format_loc(loc), _message(err), _fix_for(err)))
+    return out
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "sites": Site, "devices": Device, "fiber_paths": FiberPath, "services": Service,
+}
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Load and validate; raise InventoryError listing every problem found."""
+    path = Path(path)
+    try:
+        src = load_yaml(path)
+    except YamlSourceError as exc:
+        raise InventoryError([Problem(path, exc.line, "", str(exc), "correct the YAML at that line")]) from None
+    if not isinstance(src.data, dict):
+        raise InventoryError([Problem(path, 1, "", "the inventory must be a YAML mapping (name:, sites:, devices:, ...)",
+                                      f"start from inventory/lab.example.yaml; see {DOC}")])
+    problems: list[Problem] = []
+    try:
+        inv = Inventory.model_validate(src.data)
+    except ValidationError as exc:
+        problems += _problems_from(exc, src)
+        partial = _partial(src)
+    else:
+        partial = checks.Parts(list(enumerate(inv.sites)), list(enumerate(inv.devices)),
+                               list(enumerate(inv.fiber_paths)), list(enumerate(inv.services)),
+                               inv.metrics, inv.emulation)
+    raw_names = {sec: {str(item.get("name")) for item in src.data.get(sec) or [] if isinstance(item, dict)}
+                 for sec in SECTIONS}
+    for loc, message, fix in checks.run(partial, raw_names):
+        problems.append(Problem(path, src.line_of(loc), format_loc(loc), message, fix))
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0))
+        raise InventoryError(_dedupe(problems))
+    inv._source = path.resolve()
+    return inv
+
+
+def _partial(src: YamlSource) -> checks.Parts:
+    """The parts of an invalid file that validate on their own, with their indexes kept."""
+    data = src.data
+    lists: dict[str, list[tuple[int, Any]]] = {}
+    for sec, model in SECTIONS.items():
+        items = data.get(sec)
+        good: list[tuple[int, Any]] = []
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                try:
+                    good.append((i, model.model_validate(item)))
+                except ValidationError:
+                    pass
+        lists[sec] = good
+    singles: dict[str, Any] = {}
+    for sec, model in (("metrics", Metrics), ("emulation", Emulation)):
+        try:
+            singles[sec] = model.model_validate(data[sec]) if data.get(sec) is not None else None
+        except ValidationError:
+            singles[sec] = checks.INVALID
+    return checks.Parts(lists["sites"], lists["devices"], lists["fiber_paths"], lists["services"],
+                        singles["metrics"], singles["emulation"])
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for p in problems:
+        key = (p.line, p.field, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

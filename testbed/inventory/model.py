@@ -1,0 +1,302 @@
+"""The inventory schema: what a DCI testbed is made of, as pydantic models.
+
+Every field here is documented in ``inventory/README.md``; keep the two in step.  Secrets are
+never values of this model: credentials hold references (an environment variable, a file, an SSH
+key path) that are resolved only when a driver connects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+NAME_RE = r"^[a-z0-9][a-z0-9-]{0,30}$"
+Name = Annotated[str, Field(pattern=NAME_RE)]
+
+# Every address of an emulated lab comes from the RFC 2544 benchmarking range.
+BENCHMARK_NET = ipaddress.ip_network("198.18.0.0/15")
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a misspelt key must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceKind(str, Enum):
+    OTN_TERMINAL = "otn_terminal"
+    ROADM = "roadm"
+    GATEWAY = "gateway"
+    GPU_NODE = "gpu_node"
+
+
+class PathKind(str, Enum):
+    WORKING = "working"
+    PROTECTION = "protection"
+    RESTORATION = "restoration"
+
+
+# Management protocol each kind speaks, and its usual port.
+PROTOCOL_OF_KIND: dict[DeviceKind, tuple[str, int]] = {
+    DeviceKind.OTN_TERMINAL: ("netconf", 830),
+    DeviceKind.ROADM: ("netconf", 830),
+    DeviceKind.GATEWAY: ("ssh", 22),
+    DeviceKind.GPU_NODE: ("ssh", 22),
+}
+
+
+class SecretRef(Strict):
+    """Where a secret lives; exactly one of ``env`` or ``file``."""
+
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_literal(cls, value: Any) -> Any:
+        if isinstance(value, (str, int, float)):
+            raise PydanticCustomError(
+                "literal_secret",
+                "a literal secret is written here",
+                {"fix": "never store secrets here: write {env: VARIABLE_NAME} or {file: /path/to/secret-file}"},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise PydanticCustomError(
+                "secret_ref", "a secret reference needs exactly one of 'env' or 'file'",
+                {"fix": "write {env: VARIABLE_NAME} or {file: /path/to/secret-file}"},
+            )
+        return self
+
+
+class SshKeyRef(Strict):
+    path: str = Field(description="private key file; relative paths are from the inventory's folder")
+    passphrase: SecretRef | None = None
+
+
+class HostKey(Strict):
+    """How the controller verifies the device's SSH host key (never blindly trusted)."""
+
+    known_hosts: str | None = None
+    fingerprint: str | None = Field(None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+
+    @model_validator(mode="after")
+    def _one(self) -> HostKey:
+        if (self.known_hosts is None) == (self.fingerprint is None):
+            raise PydanticCustomError(
+                "host_key", "host_key needs exactly one of 'known_hosts' or 'fingerprint'",
+                {"fix": "write {known_hosts: /path/to/known_hosts} or {fingerprint: 'SHA256:...'}"},
+            )
+        return self
+
+
+class Credentials(Strict):
+    username: str = Field(min_length=1)
+    password: SecretRef | None = None
+    ssh_key: SshKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _some_auth(self) -> Credentials:
+        if self.password is None and self.ssh_key is None:
+            raise PydanticCustomError(
+                "no_auth", "credentials give neither a password reference nor an SSH key",
+                {"fix": "add ssh_key: {path: ...} or password: {env: VARIABLE_NAME}"},
+            )
+        return self
+
+
+class Management(Strict):
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    port: int | None = Field(None, ge=1, le=65535)
+    protocol: Literal["netconf", "ssh"] | None = None
+
+
+class Device(Strict):
+    name: Name
+    kind: DeviceKind
+    site: Name | None = Field(None, description="required except for in-line ROADMs")
+    mgmt: Management
+    credentials: Credentials
+    host_key: HostKey | None = None
+    data_address: ipaddress.IPv4Address | None = Field(
+        None, description="address on the site fabric (GPU nodes, gateways): training traffic")
+    python: str | None = Field(None, description="GPU node: the Python interpreter of the node's environment")
+    vendor: str | None = None
+    model: str | None = None
+
+    @property
+    def protocol(self) -> str:
+        return self.mgmt.protocol or PROTOCOL_OF_KIND[self.kind][0]
+
+    @property
+    def port(self) -> int:
+        return self.mgmt.port or PROTOCOL_OF_KIND[self.kind][1]
+
+
+class Site(Strict):
+    name: Name
+    description: str | None = None
+    fabric_gbps: float = Field(gt=0, description="site fabric bandwidth toward the gateway (convergence ratio numerator)")
+
+
+class FiberPath(Strict):
+    name: Name
+    kind: PathKind
+    length_km: float = Field(gt=0, le=20000)
+    roadms: list[Name] = Field(min_length=2, description="ROADMs crossed, from the A end to the Z end")
+
+
+RATE_RE = re.compile(r"^(\d+)G$")
+
+
+def parse_rate_gbps(value: Any) -> int:
+    """'800G' -> 800; line and client rates are written the way the gear labels them."""
+    if isinstance(value, str) and (m := RATE_RE.match(value.strip())):
+        return int(m.group(1))
+    raise PydanticCustomError("rate", "rate {value!r} is not written like '800G'",
+                              {"value": value, "fix": "write the rate in Gbit/s with a G suffix, e.g. 800G or 400G"})
+
+
+class ClientPorts(Strict):
+    count: int = Field(ge=1, le=64)
+    rate: str
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_rate_gbps(v)
+        return v
+
+    @property
+    def gbps(self) -> int:
+        return self.count * parse_rate_gbps(self.rate)
+
+
+class ServiceEnd(Strict):
+    otn_terminal: Name
+    gateway: Name
+
+
+class Service(Strict):
+    """The OTN connection between two sites, with its protection and restoration routes."""
+
+    name: Name
+    a_end: ServiceEnd
+    z_end: ServiceEnd
+    line_rate: str = "800G"
+    client_ports: ClientPorts
+    working_path: Name
+    protection_path: Name | None = Field(None, description="1+1 (ODU SNCP) protection route")
+    restoration_paths: list[Name] = Field(default_factory=list, description="ASON restoration routes")
+
+    @field_validator("line_rate")
+    @classmethod
+    def _line_rate(cls, v: str) -> str:
+        gbps = parse_rate_gbps(v)
+        if gbps % 100 or not 100 <= gbps <= 1600:
+            raise PydanticCustomError("rate", "line rate {value} is not N x 100G between 100G and 1600G",
+                                      {"value": v, "fix": "use a Flex-O step such as 400G or 800G"})
+        return v
+
+    @property
+    def line_gbps(self) -> int:
+        return parse_rate_gbps(self.line_rate)
+
+
+class Metrics(Strict):
+    """The InfluxDB-compatible store iteration timings go to (InfluxDB 2.x/3.x, or VictoriaMetrics)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/.*)?$")
+    org: str = "dcilab"
+    bucket: str = "dcilab"
+    token: SecretRef | None = None
+
+
+GPU_PERSONALITIES = ("openssh",)
+PERSONALITIES: dict[DeviceKind, tuple[str, ...]] = {
+    DeviceKind.OTN_TERMINAL: ("openconfig", "openroadm"),
+    DeviceKind.ROADM: ("openroadm", "openconfig"),
+    DeviceKind.GATEWAY: ("vrp",),
+    DeviceKind.GPU_NODE: GPU_PERSONALITIES,
+}
+
+
+class AddressPlan(Strict):
+    management: ipaddress.IPv4Network = Field(description="management network; its first host is the controller")
+    fabrics: dict[Name, ipaddress.IPv4Network] = Field(description="site name -> site fabric subnet")
+    line: ipaddress.IPv4Network = Field(description="a /30 (or larger) for the gateways' ends of the optical line")
+
+
+class Emulation(Strict):
+    """Only for an emulated lab: how `dcilab lab up` builds it on this machine."""
+
+    state_dir: str = Field("/run/dcilab/emulated", description="keys, configs, pid files; removed by lab down")
+    address_plan: AddressPlan
+    bandwidth_scale: float = Field(gt=0, le=1, description="emulated rate = real rate x scale (keeps 800G:400G ratios)")
+    mtu: int = Field(9000, ge=1280, le=9000)
+    buffer_ms: float = Field(50, gt=0, le=1000, description="line queue depth before tail drop, in ms at the line rate")
+    personalities: dict[Name, str] = Field(default_factory=dict, description="device name -> personality it runs")
+    metrics_store: Literal["victoria-metrics", "none"] = "victoria-metrics"
+
+
+class Inventory(Strict):
+    version: Literal[1] = 1
+    name: Name
+    description: str | None = None
+    sites: list[Site] = Field(min_length=1)
+    devices: list[Device] = Field(min_length=1)
+    fiber_paths: list[FiberPath] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list)
+    metrics: Metrics | None = None
+    emulation: Emulation | None = None
+
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this inventory was loaded from."""
+        return self._source
+
+    def resolve_path(self, value: str) -> Path:
+        """File references are relative to the inventory's folder, as in docker-compose."""
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self._source is not None:
+            path = self._source.parent / path
+        return Path(os.path.normpath(path))
+
+    # --- lookups the framework uses -------------------------------------------------------
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(f"no device {name!r} in inventory {self.name!r}")
+
+    def devices_of(self, kind: DeviceKind, site: str | None = None) -> list[Device]:
+        return [d for d in self.devices if d.kind == kind and (site is None or d.site == site)]
+
+    def fiber_path(self, name: str) -> FiberPath:
+        for p in self.fiber_paths:
+            if p.name == name:
+                return p
+        raise KeyError(f"no fiber path {name!r} in inventory {self.name!r}")
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(f"no site {name!r} in inventory {self.name!r}")
+
+    @property
+    def is_emulated(self) -> bool:
+        return self.emulation is not None

@@ -1,0 +1,94 @@
+"""Load YAML while remembering which line each value came from.
+
+Inventory errors must point at a line an engineer can jump to; plain ``yaml.safe_load`` forgets
+positions, so we compose the node tree once and keep a map from field path to line number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FieldPath = tuple[str | int, ...]
+
+
+class YamlSourceError(Exception):
+    """The file is not readable YAML; carries the line of the first problem."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass
+class YamlSource:
+    """Parsed data plus the line (1-based) where each field path starts."""
+
+    path: Path
+    data: Any
+    lines: dict[FieldPath, int] = field(default_factory=dict)
+
+    def line_of(self, loc: FieldPath) -> int | None:
+        """Line of the deepest part of ``loc`` that exists in the file (a missing field
+        points at its parent mapping)."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), None)
+
+
+def load_yaml(path: Path) -> YamlSource:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise YamlSourceError(f"cannot read the file: {exc.strerror or exc}", None) from exc
+    except UnicodeDecodeError as exc:
+        raise YamlSourceError(f"not UTF-8 text: {exc.reason}", None) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise YamlSourceError(f"YAML syntax: {exc.problem or exc}", line) from exc
+    except yaml.YAMLError as exc:
+        raise YamlSourceError(f"YAML syntax: {exc}", None) from exc
+    src = YamlSource(path=path, data=None)
+    if node is None:
+        return src
+    loader = yaml.SafeLoader("")
+    src.data = _construct(node, (), src.lines, loader)
+    return src
+
+
+def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loader: yaml.SafeLoader) -> Any:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, _ in node.value:  # duplicates written by hand, before merge keys (<<) apply
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                raise YamlSourceError(f"a mapping key must be a plain scalar, got {key!r}", key_node.start_mark.line + 1)
+            if key in seen:
+                raise YamlSourceError(
+                    f"duplicate key {key!r} in one mapping (the second would silently replace the first)",
+                    key_node.start_mark.line + 1,
+                )
+            seen.add(key)
+        loader.flatten_mapping(node)  # merged entries come first, so explicit keys win below
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            child = loc + (str(key),)
+            lines[child] = key_node.start_mark.line + 1  # explicit keys come last and win
+            out[key] = _construct(value_node, child, lines, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, loc + (i,), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)

@@ -77,9 +77,9 @@ def _print_status(st, as_json: bool) -> int:  # type: ignore[no-untyped-def]
                          indent=2))
     else:
         print(f"lab {st.name}: {'up' if st.ok else 'NOT up' if st.built else 'not built (run: dcilab lab up)'}")
-        width = max(len(r.name) for r in st.rows)
+        w = [max(len(getattr(r, f)) for r in st.rows) for f in ("name", "kind", "address", "state")]
         for r in st.rows:
-            print(f"  {r.name:<{width}}  {r.kind:<13} {r.address:<22} {r.state:<5} {r.detail}")
+            print(f"  {r.name:<{w[0]}}  {r.kind:<{w[1]}}  {r.address:<{w[2]}}  {r.state:<{w[3]}}  {r.detail}")
     return 0 if st.ok else 1
 
 

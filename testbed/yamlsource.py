@@ -18,9 +18,10 @@ FieldPath = tuple[str | int, ...]
 class YamlSourceError(Exception):
     """The file is not readable YAML; carries the line of the first problem."""
 
-    def __init__(self, message: str, line: int | None) -> None:
+    def __init__(self, message: str, line: int | None, fix: str = "correct the YAML at that line") -> None:
         super().__init__(message)
         self.line = line
+        self.fix = fix
 
 
 @dataclass
@@ -46,9 +47,10 @@ def load_yaml(path: Path) -> YamlSource:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise YamlSourceError(f"cannot read the file: {exc.strerror or exc}", None) from exc
+        raise YamlSourceError(f"cannot read the file: {exc.strerror or exc}", None,
+                              "check the path; relative paths are from the current directory") from exc
     except UnicodeDecodeError as exc:
-        raise YamlSourceError(f"not UTF-8 text: {exc.reason}", None) from exc
+        raise YamlSourceError(f"not UTF-8 text: {exc.reason}", None, "save the file as UTF-8") from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -61,8 +63,20 @@ def load_yaml(path: Path) -> YamlSource:
     if node is None:
         return src
     loader = yaml.SafeLoader("")
-    src.data = _construct(node, (), src.lines, loader)
+    try:
+        src.data = _construct(node, (), src.lines, loader)
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag, or a merge key (<<) of a scalar
+        mark = exc.problem_mark or exc.context_mark
+        raise YamlSourceError(f"YAML: {exc.problem or exc}", mark.line + 1 if mark else None) from exc
     return src
+
+
+def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as exc:  # e.g. a date 2024-02-30, or '!!int abc'
+        raise YamlSourceError(f"YAML: cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}: {exc}",
+                              node.start_mark.line + 1) from exc
 
 
 def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loader: yaml.SafeLoader) -> Any:
@@ -72,7 +86,7 @@ def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loa
         for key_node, _ in node.value:  # duplicates written by hand, before merge keys (<<) apply
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = loader.construct_object(key_node, deep=True)
+            key = _scalar(key_node, loader)
             if not isinstance(key, (str, int, float, bool)):
                 raise YamlSourceError(f"a mapping key must be a plain scalar, got {key!r}", key_node.start_mark.line + 1)
             if key in seen:
@@ -84,11 +98,11 @@ def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loa
         loader.flatten_mapping(node)  # merged entries come first, so explicit keys win below
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _scalar(key_node, loader)
             child = loc + (str(key),)
             lines[child] = key_node.start_mark.line + 1  # explicit keys come last and win
             out[key] = _construct(value_node, child, lines, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, loc + (i,), lines, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(node, loader)

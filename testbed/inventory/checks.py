@@ -42,7 +42,7 @@ def run(parts: Parts, raw_names: dict[str, set[str]]) -> Iterator[Finding]:
     yield from _paths(parts, raw_names)
     yield from _services(parts, raw_names)
     if isinstance(parts.emulation, Emulation):
-        yield from _emulation(parts, parts.emulation)
+        yield from _emulation(parts, parts.emulation, raw_names)
 
 
 def _unique_names(parts: Parts) -> Iterator[Finding]:
@@ -154,7 +154,7 @@ def _services(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
                    "lower the client port count or rate, or raise line_rate")
 
 
-def _emulation(parts: Parts, emu: Emulation) -> Iterator[Finding]:
+def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterator[Finding]:
     plan = emu.address_plan
     sites = {s.name for _, s in parts.sites}
     nets = [(("emulation", "address_plan", "management"), plan.management),
@@ -171,7 +171,7 @@ def _emulation(parts: Parts, emu: Emulation) -> Iterator[Finding]:
     if plan.line.prefixlen > 30:
         yield (("emulation", "address_plan", "line"), "the line subnet needs two host addresses", "use a /30 or larger")
     for site in plan.fabrics:
-        if site not in sites:
+        if site not in sites and site not in raw["sites"]:
             yield (("emulation", "address_plan", "fabrics", site), f"no site {site!r}", f"use one of {sorted(sites)}")
     controller = next(plan.management.hosts())
     for i, d in parts.devices:
@@ -203,12 +203,13 @@ def _emulation(parts: Parts, emu: Emulation) -> Iterator[Finding]:
                    f"use one of: {', '.join(allowed)}")
     device_names = {d.name for _, d in parts.devices}
     for name in emu.personalities:
-        if name not in device_names:
+        if name not in device_names and name not in raw["devices"]:
             yield (("emulation", "personalities", name), f"no device {name!r}", "remove it or correct the name")
-    if len(sites) != 2 or len(parts.services) != 1:
-        yield (("emulation",), f"the emulated lab joins exactly two sites by one service (found {len(sites)} sites, "
-               f"{len(parts.services)} services)", "describe two sites and one service")
-    for _, site in parts.sites:
+    n_sites, n_services = len(sites | raw["sites"]), len({s.name for _, s in parts.services} | raw["services"])
+    if n_sites != 2 or n_services != 1:
+        yield (("emulation",), f"the emulated lab joins exactly two sites by one service (found {n_sites} sites, "
+               f"{n_services} services)", "describe two sites and one service")
+    for _, site in parts.sites if not raw["devices"] - device_names else ():  # an invalid device may be the gateway
         if not [d for _, d in parts.devices if d.kind == DeviceKind.GATEWAY and d.site == site.name]:
             yield (("sites",), f"site {site.name!r} has no gateway; the emulated line ends on a gateway",
                    "add a device of kind gateway to that site")

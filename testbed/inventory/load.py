@@ -8,6 +8,7 @@ first, so one typo does not hide the rest of the problems.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -110,29 +111,48 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         src = load_yaml(path)
     except YamlSourceError as exc:
-        raise InventoryError([Problem(path, exc.line, "", str(exc), "correct the YAML at that line")]) from None
+        raise InventoryError([Problem(path, exc.line, "", str(exc), exc.fix)]) from None
     if not isinstance(src.data, dict):
-        raise InventoryError([Problem(path, 1, "", "the inventory must be a YAML mapping (name:, sites:, devices:, ...)",
+        empty = "the file is empty: " if src.data is None else ""
+        raise InventoryError([Problem(path, src.lines.get((), 1), "",
+                                      f"{empty}the inventory must be a YAML mapping (name:, sites:, devices:, ...)",
                                       f"start from inventory/lab.example.yaml; see {DOC}")])
     problems: list[Problem] = []
+    shape_broken = False
     try:
         inv = Inventory.model_validate(src.data)
     except ValidationError as exc:
         problems += _problems_from(exc, src)
         partial = _partial(src)
+        shape_broken = any(_section_unreadable(err) for err in exc.errors(include_url=False))
     else:
         partial = checks.Parts(list(enumerate(inv.sites)), list(enumerate(inv.devices)),
                                list(enumerate(inv.fiber_paths)), list(enumerate(inv.services)),
                                inv.metrics, inv.emulation)
-    raw_names = {sec: {str(item.get("name")) for item in src.data.get(sec) or [] if isinstance(item, dict)}
+    raw_names = {sec: {str(item.get("name")) for item in _list(src.data.get(sec)) if isinstance(item, dict)}
                  for sec in SECTIONS}
-    for loc, message, fix in checks.run(partial, raw_names):
+    # With a section missing, misspelt or not a list, every reference into it would be reported
+    # as missing: the consistency checks wait until the file's shape is right.
+    for loc, message, fix in () if shape_broken else checks.run(partial, raw_names):
         problems.append(Problem(path, src.line_of(loc), format_loc(loc), message, fix))
     if problems:
         problems.sort(key=lambda p: (p.line or 0))
         raise InventoryError(_dedupe(problems))
     inv._source = path.resolve()
     return inv
+
+
+def _section_unreadable(err: Any) -> bool:
+    loc = err["loc"]
+    if len(loc) != 1:
+        return False
+    if err["type"] == "extra_forbidden":
+        return bool(difflib.get_close_matches(str(loc[0]), SECTIONS, n=1))
+    return loc[0] in SECTIONS
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _partial(src: YamlSource) -> checks.Parts:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,30}$"
@@ -117,7 +117,8 @@ class Credentials(Strict):
 
 
 class Management(Strict):
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    # IPvAnyAddress yields IPv4Address or IPv6Address as before, but one error (not one per union member).
+    address: IPvAnyAddress
     port: int | None = Field(None, ge=1, le=65535)
     protocol: Literal["netconf", "ssh"] | None = None
 

@@ -1,0 +1,56 @@
+"""The inventory -> lab plan translation (no root needed)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from emulator.lab.build import line_config
+from emulator.lab.plan import HOST_LINK_PREFIX, LabPlan
+from testbed.emulated_lab import lab_plan
+from testbed.inventory import load_inventory
+
+BENCH = ipaddress.ip_network("198.18.0.0/15")
+
+
+def plan() -> LabPlan:
+    return lab_plan(load_inventory("inventory/emulated.yaml"))
+
+
+def test_every_address_of_the_plan_is_in_the_benchmarking_range() -> None:
+    p = plan()
+    addrs = [p.controller_address, p.line.a_address, p.line.z_address]
+    addrs += [n.mgmt_address for n in p.nodes] + [n.data_address for n in p.nodes if n.data_address]
+    for a in addrs:
+        assert ipaddress.ip_interface(a).ip in BENCH, a
+    for f in p.fabrics:
+        assert ipaddress.ip_network(f.subnet).subnet_of(BENCH)
+
+
+def test_line_rate_is_the_service_rate_times_the_bandwidth_scale() -> None:
+    p = plan()
+    assert p.line.rate_bps == 800e9 * 0.00125
+    assert [x.name for x in p.line.paths] == ["working", "protection", "restoration"]
+    assert p.line.active_path == "working"
+    cfg = line_config(p)
+    assert [e["netns"] for e in cfg["ends"]] == ["dcl-dc-a-gw", "dcl-dc-b-gw"]
+    assert cfg["paths"][0]["length_km"] == 329
+
+
+def test_gpu_nodes_reach_the_other_site_through_their_own_gateway() -> None:
+    p = plan()
+    by_site = {f.site: f for f in p.fabrics}
+    assert by_site["dc-a"].gateway == "dc-a-gw" and by_site["dc-a"].gateway_ip == "198.18.1.1"
+    assert by_site["dc-b"].gateway == "dc-b-gw" and by_site["dc-b"].gateway_ip == "198.18.2.1"
+
+
+def test_link_names_fit_the_kernel_limit_and_are_unique() -> None:
+    p = plan()
+    names = [f"{HOST_LINK_PREFIX}m{n.index}" for n in p.nodes]
+    assert len(set(names)) == len(names)
+    assert all(len(n) <= 15 for n in names)
+
+
+def test_the_plan_round_trips_through_json_and_its_digest_is_stable() -> None:
+    p = plan()
+    assert LabPlan.from_json(p.to_json()) == p
+    assert plan().digest == p.digest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -84,14 +85,16 @@ def _print_status(st, as_json: bool) -> int:  # type: ignore[no-untyped-def]
 
 
 def _lab_ssh(args: argparse.Namespace) -> int:
-    from emulator.lab.plan import LabPlan  # noqa: F401 - for the type only
+    from emulator.lab.openssh import client_argv
 
     plan = _plan(args)
-    node = plan.node(args.node)
-    cmd = ["ssh", "-i", plan.key_path, "-o", f"UserKnownHostsFile={plan.known_hosts_path}",
-           "-o", "StrictHostKeyChecking=yes", "-p", str(node.port), f"root@{node.mgmt_ip}", *args.command]
-    os.execvp("ssh", cmd)
-    return 127
+    nodes = [n.name for n in plan.nodes if n.personality == "openssh"]
+    if args.node not in nodes:
+        print(f"dcilab lab ssh: {args.node!r} is not a GPU node of lab {plan.name}; use one of {', '.join(nodes)}",
+              file=sys.stderr)
+        return 2
+    os.execvp("ssh", client_argv(plan, plan.node(args.node), *args.command))
+    return 127  # not reached: exec replaces this process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,17 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from emulator.lab.sys import LabError
     from testbed.emulated_lab import NotEmulated
 
     args = build_parser().parse_args(argv)
+    # SIGTERM (a CI timeout, systemd stopping a job) gets the same clean-up as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except InventoryError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except (LabError, NotEmulated, KeyError) as exc:
+    except (LabError, NotEmulated) as exc:
         print(f"dcilab {args.area} {args.action}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,11 +343,4 @@ def _line_row(plan: LabPlan) -> Row:
                if delay is not None else f"active {active}")
 
 
-def ssh_check(plan: LabPlan, node: NodePlan, command: str = "true") -> subprocess.CompletedProcess[str]:
-    """Run a command on a GPU node with the lab key and strict host-key checking (for tests/CLI)."""
-    return run("ssh", "-i", plan.key_path, "-o", f"UserKnownHostsFile={plan.known_hosts_path}",
-               "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-               "-p", str(node.port), f"root@{node.mgmt_ip}", command, check=False)
-
-
-__all__ = ["LabError", "LabStatus", "Row", "down", "line_config", "ssh_check", "status", "up", "sys"]
+__all__ = ["LabError", "LabStatus", "Row", "down", "line_config", "status", "up"]

@@ -82,3 +82,10 @@ def start(plan: LabPlan, node: NodePlan) -> int:
         tail = log.read_text()[-500:] if log.exists() else ""
         raise LabError(f"{exc}; sshd log: {tail.strip() or '(empty)'}") from None
     return int(pidfile.read_text().strip())
+
+
+def client_argv(plan: LabPlan, node: NodePlan, *command: str) -> list[str]:
+    """An OpenSSH client command line for a node: the lab key, host key checked strictly."""
+    return ["ssh", "-i", plan.key_path, "-o", f"UserKnownHostsFile={plan.known_hosts_path}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", "-p", str(node.port),
+            f"root@{node.mgmt_ip}", *command]

@@ -218,7 +218,18 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
         if host not in ("127.0.0.1", "localhost", "::1"):
             yield (("metrics", "url"), f"the emulated lab's store listens on loopback, not {host}",
                    "write url: http://127.0.0.1:8428, or set emulation.metrics_store: none to use your own store")
+    state = emu.state_dir.rstrip("/")
+    if not state.startswith("/run/dcilab/") or "/.." in state or state.count("/") != 3:
+        yield (("emulation", "state_dir"), f"{emu.state_dir} is not a folder directly under /run/dcilab/",
+               "write state_dir: /run/dcilab/<lab-name>; `lab down` removes it, so it must be the lab's own")
     for i, d in parts.devices:
-        if d.kind == DeviceKind.GPU_NODE and d.credentials.ssh_key is None:
-            yield (("devices", i, "credentials"), "the emulated GPU nodes accept only the key the lab generates",
-                   f"write ssh_key: {{path: {emu.state_dir}/id_ed25519}}")
+        if d.kind != DeviceKind.GPU_NODE:
+            continue
+        key = d.credentials.ssh_key
+        if key is None or key.path != f"{state}/id_ed25519":
+            yield (("devices", i, "credentials", "ssh_key") if key else ("devices", i, "credentials"),
+                   "the emulated GPU nodes accept only the key the lab generates",
+                   f"write ssh_key: {{path: {state}/id_ed25519}}")
+        if d.host_key and d.host_key.known_hosts not in (None, f"{state}/known_hosts"):
+            yield (("devices", i, "host_key", "known_hosts"), "the lab writes its GPU nodes' host keys elsewhere",
+                   f"write host_key: {{known_hosts: {state}/known_hosts}}")

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ValidationError
 
 from testbed.inventory import checks
-from testbed.inventory.model import Device, Emulation, FiberPath, Inventory, Metrics, Service, Site
+from testbed.inventory.model import NAME_RE, Device, Emulation, FiberPath, Inventory, Metrics, Service, Site
 from testbed.yamlsource import FieldPath, YamlSource, YamlSourceError, load_yaml
 
 DOC = "inventory/README.md"
@@ -68,8 +68,15 @@ def _fix_for(err: dict[str, Any]) -> str:
         return f"remove '{last}' or correct its spelling; the fields allowed here are listed in {DOC}"
     if kind in ("enum", "literal_error"):
         return f"use one of: {ctx.get('expected', '?')}"
-    if kind == "string_pattern_mismatch" and "a-z0-9" in str(ctx.get("pattern", "")):
+    pattern = str(ctx.get("pattern", ""))
+    if kind == "string_pattern_mismatch" and pattern == NAME_RE:
         return "names are lower-case letters, digits and '-', starting with a letter or digit, at most 31 characters"
+    if kind == "string_pattern_mismatch" and pattern.startswith("^SHA256:"):
+        return "write the host key's fingerprint as 'ssh-keygen -lf KEY.pub' prints it: SHA256: and 43 base64 characters"
+    if kind == "string_pattern_mismatch" and pattern.startswith("^[A-Za-z_]"):
+        return "write the name of an environment variable: letters, digits and '_', not starting with a digit"
+    if kind == "string_pattern_mismatch" and pattern.startswith("^https?://"):
+        return "write a URL such as http://influxdb.example.net:8086"
     if kind.startswith("ip_") or "ip" in kind and "address" in kind:
         return "write an address such as 198.18.0.11"
     if kind.startswith(("greater", "less")):

@@ -79,11 +79,15 @@ def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
                               node.start_mark.line + 1) from exc
 
 
-def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loader: yaml.SafeLoader) -> Any:
+def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loader: yaml.SafeLoader,
+               flattened: set[int] | None = None) -> Any:
     lines.setdefault(loc, node.start_mark.line + 1)
+    flattened = set() if flattened is None else flattened
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
-        for key_node, _ in node.value:  # duplicates written by hand, before merge keys (<<) apply
+        # Duplicates written by hand, before merge keys (<<) apply; a node met again through an
+        # alias (*name) is already flattened, and its merged keys are not duplicates.
+        for key_node, _ in node.value if id(node) not in flattened else ():
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = _scalar(key_node, loader)
@@ -96,13 +100,14 @@ def _construct(node: yaml.Node, loc: FieldPath, lines: dict[FieldPath, int], loa
                 )
             seen.add(key)
         loader.flatten_mapping(node)  # merged entries come first, so explicit keys win below
+        flattened.add(id(node))
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node, loader)
             child = loc + (str(key),)
             lines[child] = key_node.start_mark.line + 1  # explicit keys come last and win
-            out[key] = _construct(value_node, child, lines, loader)
+            out[key] = _construct(value_node, child, lines, loader, flattened)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, loc + (i,), lines, loader) for i, item in enumerate(node.value)]
+        return [_construct(item, loc + (i,), lines, loader, flattened) for i, item in enumerate(node.value)]
     return _scalar(node, loader)

@@ -165,7 +165,7 @@ def parse_rate_gbps(value: Any) -> int:
     """'800G' -> 800; line and client rates are written the way the gear labels them."""
     if isinstance(value, str) and (m := RATE_RE.match(value.strip())):
         return int(m.group(1))
-    raise PydanticCustomError("rate", "rate {value!r} is not written like '800G'",
+    raise PydanticCustomError("rate", "rate '{value}' is not written like '800G'",
                               {"value": value, "fix": "write the rate in Gbit/s with a G suffix, e.g. 800G or 400G"})
 
 

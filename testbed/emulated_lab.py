@@ -31,9 +31,13 @@ def lab_plan(inv: Inventory) -> LabPlan:
         data = None
         if d.data_address is not None and d.site in plan.fabrics:
             data = f"{d.data_address}/{plan.fabrics[d.site].prefixlen}"
+        password = d.credentials.password
         nodes.append(NodePlan(name=d.name, kind=d.kind.value, site=d.site, personality=personality,
                               mgmt_address=f"{d.mgmt.address}/{mgmt_prefix}", port=d.port,
-                              data_address=data, index=index))
+                              data_address=data, index=index, username=d.credentials.username,
+                              password_env=password.env if password else None,
+                              password_file=str(inv.resolve_path(password.file)) if password and password.file
+                              else None))
     service = inv.services[0]
     fabrics = []
     for site, subnet in plan.fabrics.items():

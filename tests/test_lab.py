@@ -183,7 +183,7 @@ def lab_leftovers() -> list[str]:
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     left = [ln.split()[0] for ln in netns.splitlines() if ln.startswith("dcl-")]
     left += [ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines() if ln.split(":")[1].strip().startswith("dcl-")]
-    left += [p for p in procs.splitlines() if "emulator.line --config /run/dcilab/" in p
+    left += [p for p in procs.splitlines() if "--config /run/dcilab/" in p
              or "/run/dcilab/" in p and "sshd" in p or "-storageDataPath=/var/lib/dcilab/" in p]
     if Path("/run/dcilab").exists():
         left.append("/run/dcilab")
@@ -207,3 +207,4 @@ def test_lab_down_cleans_a_partial_up(emulated_lab: LabPlan) -> None:
     assert lab_leftovers() != []
     build.down(emulated_lab, quiet=True)
     assert lab_leftovers() == []
+    build.up(emulated_lab, log=lambda *_: None)   # for any test that runs after this one

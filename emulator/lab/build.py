@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.lab import openssh, store
+from emulator.lab import devices, openssh, store
 from emulator.lab.plan import HOST_LINK_PREFIX, MGMT_BRIDGE, NETNS_PREFIX, LabPlan, NodePlan
 from emulator.lab.sys import (
     LabError, cmdline, host_links, host_routes, ip, list_netns, netns_pids, pid_alive, read_banner,
@@ -59,6 +59,13 @@ def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
         _route_over_line(plan)
         log(f"optical line: {len(plan.line.paths)} fiber paths, active {plan.line.active_path}, "
             f"{plan.line.rate_bps / 1e9:g} Gbit/s ({time.monotonic() - t0:.1f} s)")
+        started = []
+        for node in plan.nodes:   # after the line: a gateway's saved shaping applies to wan0
+            if devices.has_server(node.personality):
+                pids[f"device:{node.name}"] = devices.start(plan, node)
+                started.append(f"{node.name} ({node.personality})")
+        if started:
+            log(f"devices: {', '.join(started)} ({time.monotonic() - t0:.1f} s)")
         if plan.store:
             pids["store"] = store.start(plan, plan.store)
             log(f"metrics store: VictoriaMetrics on http://{plan.store.host}:{plan.store.port} "
@@ -311,14 +318,12 @@ def _node_row(node: NodePlan, namespaces: set[str]) -> Row:
     addr = f"{node.mgmt_ip}:{node.port}"
     if node.netns not in namespaces:
         return Row(node.name, node.kind, addr, "down", f"namespace {node.netns} does not exist")
-    if node.personality == "openssh":
+    if node.personality == "openssh" or devices.has_server(node.personality):
         banner = read_banner(node.mgmt_ip, node.port)
         if banner and banner.startswith("SSH-2.0-"):
-            return Row(node.name, node.kind, addr, "up", banner)
-        return Row(node.name, node.kind, addr, "down", "sshd does not answer")
+            return Row(node.name, node.kind, addr, "up", f"{node.personality}: {banner}")
+        return Row(node.name, node.kind, addr, "down", f"the {node.personality} server does not answer")
     probe = tcp_probe(node.mgmt_ip, node.port)
-    if probe == "open":
-        return Row(node.name, node.kind, addr, "up", f"{node.personality} answers")
     if probe == "refused":
         # The namespace and its management address are up; this dcilab version has no server
         # for the personality yet, so the device is not counted as failed.

@@ -28,6 +28,9 @@ class NodePlan:
     port: int                   # management port the personality serves
     data_address: str | None = None   # on the site fabric, with prefix
     index: int = 0              # stable small number used to name host-side links
+    username: str = "admin"     # login the device accepts (with the lab key, or the password below)
+    password_env: str | None = None   # the device accepts the password found in this variable ...
+    password_file: str | None = None  # ... or in this file (references only, as in the inventory)
 
     @property
     def netns(self) -> str:

@@ -17,8 +17,7 @@ import threading
 import time
 from typing import Any
 
-from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_ACTIVE, P_BUFFER_S,
-                        P_OUTAGE_UNTIL, P_RATE, Shared)
+from .forwarder import COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_ACTIVE, P_BUFFER_S, P_OUTAGE_UNTIL, P_RATE, Shared
 from .model import LineConfig, check_ber, propagation_delay_s
 
 MAX_LINE = 65536
@@ -331,7 +330,7 @@ class LineControl:
                         raise LineUnavailable(f"line at {self.socket_path} closed the connection "
                                               f"without replying to {op!r}")
                     buf += chunk
-            except socket.timeout:
+            except TimeoutError:
                 raise LineUnavailable(f"line at {self.socket_path} did not answer {op!r} "
                                       f"within {self.timeout:g} s") from None
             except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -68,7 +68,7 @@ def schedule_departure(
     """
     if rate_bps <= 0:
         return arrival_s
-    start = last_departure_s if last_departure_s > arrival_s else arrival_s
+    start = max(arrival_s, last_departure_s)
     if start - arrival_s > buffer_s:
         return None
     return start + bits / rate_bps
@@ -118,7 +118,7 @@ def _no_unknown(d: dict[str, Any], allowed: set[str], where: str) -> None:
 
 def _mapping(v: Any, where: str) -> dict[str, Any]:
     if not isinstance(v, dict):
-        raise ValueError(f"{where or 'config'}: must be a JSON object, got {type(v).__name__}")
+        raise ValueError(f"{where or 'config'}: must be a JSON object, got {type(v).__name__}")  # noqa: TRY004
     return v
 
 
@@ -151,7 +151,7 @@ class PathConfig:
         ber = check_ber(d.get("ber", 0.0), f"{where}ber")
         up = d.get("up", True)
         if not isinstance(up, bool):
-            raise ValueError(f"{where}up: must be true or false, got {up!r}")
+            raise ValueError(f"{where}up: must be true or false, got {up!r}")  # noqa: TRY004
         return cls(name=name, length_km=float(length), ber=ber, up=up)
 
 
@@ -233,7 +233,7 @@ class LineConfig:
 
         mtu = _number(d, "mtu", "", default=1500, lo=68, hi=65521)
         if not isinstance(mtu, int):
-            raise ValueError(f"mtu: must be an integer, got {mtu!r}")
+            raise ValueError(f"mtu: must be an integer, got {mtu!r}")  # noqa: TRY004
         rate = _number(d, "rate_bps", "", default=0, lo=0, hi=1e13)
         if not isinstance(rate, int) and not float(rate).is_integer():
             raise ValueError(f"rate_bps: must be a whole number of bit/s, got {rate!r}")

@@ -47,7 +47,8 @@ def lab_plan(inv: Inventory) -> LabPlan:
     line_hosts = list(plan.line.hosts())
     path_names = [service.working_path, *([service.protection_path] if service.protection_path else []),
                   *service.restoration_paths]
-    paths = tuple(LinePathPlan(p.name, p.kind.value, p.length_km) for p in map(inv.fiber_path, path_names))
+    paths = tuple(LinePathPlan(p.name, p.kind.value, p.length_km, tuple(p.roadms))
+                  for p in map(inv.fiber_path, path_names))
     line = LinePlan(
         a_gateway=service.a_end.gateway, z_gateway=service.z_end.gateway,
         a_address=f"{line_hosts[0]}/{plan.line.prefixlen}", z_address=f"{line_hosts[1]}/{plan.line.prefixlen}",

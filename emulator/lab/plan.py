@@ -62,8 +62,9 @@ class FabricPlan:
 @dataclass(frozen=True)
 class LinePathPlan:
     name: str
-    kind: str
+    kind: str                   # working | protection | restoration
     length_km: float
+    roadms: tuple[str, ...] = ()   # ROADMs crossed, A end to Z end (each path is its own fiber)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class LabPlan:
         d["nodes"] = tuple(NodePlan(**n) for n in d["nodes"])
         d["fabrics"] = tuple(FabricPlan(**f) for f in d["fabrics"])
         line = d["line"]
-        line["paths"] = tuple(LinePathPlan(**p) for p in line["paths"])
+        line["paths"] = tuple(LinePathPlan(**{**p, "roadms": tuple(p.get("roadms", ()))}) for p in line["paths"])
         d["line"] = LinePlan(**line)
         d["store"] = StorePlan(**d["store"]) if d["store"] else None
         d["known_networks"] = tuple(d.get("known_networks", ()))

@@ -53,7 +53,10 @@ def lab_plan(inv: Inventory) -> LabPlan:
         a_gateway=service.a_end.gateway, z_gateway=service.z_end.gateway,
         a_address=f"{line_hosts[0]}/{plan.line.prefixlen}", z_address=f"{line_hosts[1]}/{plan.line.prefixlen}",
         rate_bps=service.line_gbps * 1e9 * emu.bandwidth_scale, paths=paths,
-        active_path=service.working_path, buffer_ms=emu.buffer_ms,
+        active_path=service.working_path, buffer_ms=emu.buffer_ms, service=service.name,
+        a_terminal=service.a_end.otn_terminal, z_terminal=service.z_end.otn_terminal,
+        line_rate_gbps=service.line_gbps, bandwidth_scale=emu.bandwidth_scale,
+        client_ports=(service.client_ports.count, service.client_ports.gbps // service.client_ports.count),
     )
     store = None
     if emu.metrics_store == "victoria-metrics" and inv.metrics is not None:

@@ -66,6 +66,35 @@ def gateway_config(plan: LabPlan, node: NodePlan) -> dict:  # type: ignore[type-
     }
 
 
+def optical_config(plan: LabPlan, node: NodePlan) -> dict:  # type: ignore[type-arg]
+    """An OTN terminal or ROADM: NETCONF on port 830, managing the one optical line of the lab."""
+    ddir = device_dir(plan, node)
+    line = plan.line
+    end = "a" if node.name == line.a_terminal else "z"
+    cfg = {
+        "name": node.name, "role": node.kind, "personality": node.personality, "site": node.site,
+        "listen": {"address": node.mgmt_ip, "port": node.port},
+        "host_key": str(ensure_host_key(plan, node)),
+        "auth": _auth(plan, node),
+        "line_socket": plan.line_socket,
+        "persist_path": str(ddir / "running.xml"),
+        "paths": [{"name": p.name, "kind": p.kind, "length_km": p.length_km, "roadms": list(p.roadms)}
+                  for p in line.paths],
+        "bandwidth_scale": line.bandwidth_scale,
+        "pidfile": str(ddir / "server.pid"),
+    }
+    if node.kind == "otn_terminal":
+        protection = line.paths_of("protection")
+        cfg["service"] = {
+            "name": line.service, "line_rate_gbps": line.line_rate_gbps,
+            "client_ports": {"count": line.client_ports[0], "rate_gbps": line.client_ports[1]},
+            "working": line.paths_of("working")[0].name, "protection": protection[0].name if protection else None,
+            "restoration": [p.name for p in line.paths_of("restoration")],
+            "end": end, "peer": line.z_terminal if end == "a" else line.a_terminal,
+        }
+    return cfg
+
+
 CONFIGS = {"vrp": gateway_config}
 
 

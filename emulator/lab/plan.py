@@ -80,6 +80,21 @@ class LinePlan:
     active_path: str
     buffer_ms: float
     ifname: str = "wan0"
+    service: str = "dci"               # the OTN service the line carries
+    a_terminal: str = ""               # its OTN terminals (the NETCONF devices that manage the line)
+    z_terminal: str = ""
+    line_rate_gbps: int = 800          # the real rate; rate_bps is this x bandwidth_scale
+    bandwidth_scale: float = 1.0
+    client_ports: tuple[int, int] = (2, 400)   # count, Gbit/s each
+
+    def path(self, name: str) -> LinePathPlan:
+        for p in self.paths:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def paths_of(self, kind: str) -> list[LinePathPlan]:
+        return [p for p in self.paths if p.kind == kind]
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,7 @@ class LabPlan:
         d["fabrics"] = tuple(FabricPlan(**f) for f in d["fabrics"])
         line = d["line"]
         line["paths"] = tuple(LinePathPlan(**{**p, "roadms": tuple(p.get("roadms", ()))}) for p in line["paths"])
+        line["client_ports"] = tuple(line.get("client_ports", (2, 400)))
         d["line"] = LinePlan(**line)
         d["store"] = StorePlan(**d["store"]) if d["store"] else None
         d["known_networks"] = tuple(d.get("known_networks", ()))

@@ -20,8 +20,22 @@ from pathlib import Path
 from emulator.lab import devices, openssh, store
 from emulator.lab.plan import HOST_LINK_PREFIX, MGMT_BRIDGE, NETNS_PREFIX, LabPlan, NodePlan
 from emulator.lab.sys import (
-    LabError, cmdline, host_links, host_routes, ip, list_netns, netns_pids, pid_alive, read_banner,
-    require_root_and_netns, require_tools, run, stop_pid, sysctl, tcp_probe, wait_for,
+    LabError,
+    cmdline,
+    host_links,
+    host_routes,
+    ip,
+    list_netns,
+    netns_pids,
+    pid_alive,
+    read_banner,
+    require_root_and_netns,
+    require_tools,
+    run,
+    stop_pid,
+    sysctl,
+    tcp_probe,
+    wait_for,
 )
 from emulator.line.control import LineControl
 
@@ -165,11 +179,10 @@ def line_config(plan: LabPlan) -> dict:  # type: ignore[type-arg]
 def _start_line(plan: LabPlan) -> int:
     cfg = Path(plan.state_dir) / "line.json"
     cfg.write_text(json.dumps(line_config(plan), indent=2))
-    log = open(Path(plan.state_dir) / "line.log", "ab")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.Popen([plan.python, "-m", LINE_MODULE, "--config", str(cfg)], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env)
-    log.close()
+    with open(Path(plan.state_dir) / "line.log", "ab") as log:
+        proc = subprocess.Popen([plan.python, "-m", LINE_MODULE, "--config", str(cfg)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env)
     sock = Path(plan.line_socket)
     try:
         wait_for(lambda: proc.poll() is not None or sock.exists(), 15, "the optical line's control socket")

@@ -35,13 +35,12 @@ def start(plan: LabPlan, store: StorePlan) -> int:
         raise LabError(f"{store.host}:{store.port} is already in use by another program; stop it, or set "
                        "metrics.url to another port (or emulation.metrics_store: none) in the inventory")
     Path(store.data_dir).mkdir(parents=True, exist_ok=True)
-    log = open(Path(plan.state_dir) / "victoria-metrics.log", "ab")
-    proc = subprocess.Popen(
-        [BINARY, f"-httpListenAddr={store.host}:{store.port}", f"-storageDataPath={store.data_dir}",
-         "-search.latencyOffset=1s", "-loggerLevel=WARN", "-retentionPeriod=1y"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
-    )
-    log.close()
+    with open(Path(plan.state_dir) / "victoria-metrics.log", "ab") as log:
+        proc = subprocess.Popen(
+            [BINARY, f"-httpListenAddr={store.host}:{store.port}", f"-storageDataPath={store.data_dir}",
+             "-search.latencyOffset=1s", "-loggerLevel=WARN", "-retentionPeriod=1y"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+        )
     try:
         wait_for(lambda: proc.poll() is not None or healthy(store, 0.3), 20, "VictoriaMetrics to answer /health")
     except LabError:

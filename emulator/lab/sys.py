@@ -23,7 +23,7 @@ class LabError(Exception):
 
 def run(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
         raise LabError(f"{args[0]} is not installed ({exc.filename})") from None
     except subprocess.TimeoutExpired:

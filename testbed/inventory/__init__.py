@@ -2,7 +2,16 @@
 
 from testbed.inventory.load import InventoryError, Problem, load_inventory
 from testbed.inventory.model import (
-    Device, DeviceKind, Emulation, FiberPath, Inventory, Metrics, PathKind, SecretRef, Service, Site,
+    Device,
+    DeviceKind,
+    Emulation,
+    FiberPath,
+    Inventory,
+    Metrics,
+    PathKind,
+    SecretRef,
+    Service,
+    Site,
 )
 
 __all__ = [

@@ -8,13 +8,23 @@ A reference to an item that exists in the file but failed the schema is not repo
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from testbed.inventory.model import (
-    BENCHMARK_NET, PERSONALITIES, PROTOCOL_OF_KIND, Device, DeviceKind, Emulation, FiberPath, Metrics,
-    PathKind, Service, Site,
+    BENCHMARK_NET,
+    PERSONALITIES,
+    PROTOCOL_OF_KIND,
+    Device,
+    DeviceKind,
+    Emulation,
+    FiberPath,
+    Metrics,
+    PathKind,
+    Service,
+    Site,
 )
 from testbed.yamlsource import FieldPath
 
@@ -138,8 +148,8 @@ def _services(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
             yield from ref(base + (end, "gateway"), e.gateway, DeviceKind.GATEWAY)
             t, g = devices.get(e.otn_terminal), devices.get(e.gateway)
             if t and g and t.site and g.site and t.site != g.site:
-                yield (base + (end, "gateway"), f"gateway {g.name!r} is in site {g.site!r} but OTN terminal "
-                       f"{t.name!r} is in {t.site!r}", "pair each OTN terminal with the gateway of its own site")
+                yield (base + (end, "gateway"), (f"gateway {g.name!r} is in site {g.site!r} but OTN terminal "
+                       f"{t.name!r} is in {t.site!r}"), "pair each OTN terminal with the gateway of its own site")
         a, z = devices.get(s.a_end.otn_terminal), devices.get(s.z_end.otn_terminal)
         if a and z and a.site is not None and a.site == z.site:
             yield (base + ("z_end", "otn_terminal"), f"both ends of service {s.name!r} are in site {a.site!r}",
@@ -207,8 +217,8 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
             yield (("emulation", "personalities", name), f"no device {name!r}", "remove it or correct the name")
     n_sites, n_services = len(sites | raw["sites"]), len({s.name for _, s in parts.services} | raw["services"])
     if n_sites != 2 or n_services != 1:
-        yield (("emulation",), f"the emulated lab joins exactly two sites by one service (found {n_sites} sites, "
-               f"{n_services} services)", "describe two sites and one service")
+        yield (("emulation",), (f"the emulated lab joins exactly two sites by one service (found {n_sites} sites, "
+               f"{n_services} services)"), "describe two sites and one service")
     for _, site in parts.sites if not raw["devices"] - device_names else ():  # an invalid device may be the gateway
         if not [d for _, d in parts.devices if d.kind == DeviceKind.GATEWAY and d.site == site.name]:
             yield (("sites",), f"site {site.name!r} has no gateway; the emulated line ends on a gateway",

@@ -11,9 +11,8 @@ import ipaddress
 import os
 import re
 from enum import Enum
-from typing import Annotated, Any, Literal
-
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError

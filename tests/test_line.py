@@ -304,6 +304,25 @@ def test_loop_drops_during_outage_and_on_a_cut_path(loop: Loop) -> None:
     assert c["rx_frames"] == 12
 
 
+def test_loop_runs_a_programmed_switch(loop: Loop) -> None:
+    """The parent programs a switch ahead of time: path 0 until switch_at, path 1 after, and
+    frames entering in the window are dropped, with no parent action at those instants."""
+    loop.shared.set_path(1, 0.010, 0.0, True)
+    t = time.monotonic()
+    loop.shared.set_program(0, 1, t + 0.3, t + 0.15, t + 0.3)
+    loop.send(2)
+    time.sleep(max(0.0, t + 0.2 - time.monotonic()))
+    loop.send(3, seq0=10)  # inside the window
+    time.sleep(max(0.0, t + 0.35 - time.monotonic()))
+    loop.send(2, seq0=20)  # after the switch
+    got = loop.recv_all(0.1)
+    assert [g[0] for g in got] == [0, 1, 20, 21]
+    assert min(r - s for seq, s, r in got if seq >= 20) >= 0.0095
+    c0, c1 = loop.counters(0), loop.counters(1)
+    assert (c0["tx_frames"], c0["outage_dropped"], c1["tx_frames"], c1["rx_frames"]) == (2, 3, 2, 2)
+    assert loop.shared.program() == (0, 1, t + 0.3, t + 0.15, t + 0.3)
+
+
 def test_loop_bit_errors_follow_the_formula(loop: Loop) -> None:
     ber = 2e-4  # 100-byte frames: p = 1 - (1 - 2e-4) ** 832 = 0.153
     loop.shared.set_path(0, 0.0, ber, True)

@@ -74,6 +74,7 @@ def run(cfg: LineConfig) -> int:
     fds: list[int] = []
     pids: list[int] = []
     server: ControlServer | None = None
+    service: LineService | None = None
     rc = 0
     try:
         try:
@@ -88,6 +89,7 @@ def run(cfg: LineConfig) -> int:
         for fd in fds:  # the children hold the TAPs now; they vanish when the children exit
             os.close(fd)
         fds = []
+        service.start()  # the protection timer thread: only now that the children are forked
         if cfg.pidfile:
             _write_pidfile(cfg.pidfile)
         try:
@@ -101,6 +103,12 @@ def run(cfg: LineConfig) -> int:
                   f"{cfg.ends[1].netns}/{cfg.ends[1].ifname}, path {active.name} "
                   f"({propagation_delay_s(active.length_km) * 1e3:.3f} ms), "
                   f"rate {cfg.rate_bps or 'unlimited'} bit/s, control {cfg.control_socket}")
+        if cfg.protection is not None:
+            pc = cfg.protection
+            _log(cfg, f"protection: mode {pc.mode}, working {pc.working}, protection {pc.protection}, "
+                      f"hold-off {pc.hold_off_ms:g} ms, switch {pc.switch_ms:g} ms, "
+                      f"{'revertive (WTR ' + format(pc.wtr_s, 'g') + ' s)' if pc.revertive else 'non-revertive'}, "
+                      f"ASON {'on via ' + ','.join(pc.restoration) if pc.ason else 'off'}")
         while True:
             info = signal.sigtimedwait(STOP_SIGNALS | {signal.SIGCHLD}, 1.0)
             if info is not None and info.si_signo in STOP_SIGNALS:
@@ -120,6 +128,8 @@ def run(cfg: LineConfig) -> int:
     finally:
         if server is not None:
             server.stop()
+        if service is not None:
+            service.stop()
         stop_forwarders(pids)
         for fd in fds:
             os.close(fd)

@@ -10,6 +10,11 @@ gear.
 
 Outages and cuts act where the frame enters the line: frames already in flight still arrive,
 so a receiver sees a gap as long as the outage itself.
+
+Protection switching is programmed into the data plane ahead of time, so its timing does not
+depend on when the parent's threads get to run: the parent publishes a "program" (the active
+path, the path to use from ``switch_at`` on, and a switch window during which frames entering
+the line are dropped) under a sequence lock, and each loop applies it per frame.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import heapq
+import math
 import mmap
 import os
 import random
@@ -32,7 +38,11 @@ from .model import FCS_BYTES, MAX_PATHS, frame_loss_probability
 # --- shared layout ----------------------------------------------------------------------------
 
 P_RATE, P_BUFFER_S, P_ACTIVE, P_OUTAGE_UNTIL = 0, 1, 2, 3
-P_PATHS = 8  # per path: delay_s, ber, up
+P_GEN, P_NEXT_ACTIVE, P_SWITCH_AT, P_WIN_FROM, P_WIN_UNTIL = 4, 5, 6, 7, 8
+"""The switch program: P_ACTIVE until P_SWITCH_AT (monotonic s), P_NEXT_ACTIVE from then on;
+frames entering within [P_WIN_FROM, P_WIN_UNTIL) are dropped as outage. P_GEN is a sequence
+lock (odd while the parent writes) so a loop never acts on half a program."""
+P_PATHS = 16  # per path: delay_s, ber, up
 P_STRIDE = 3
 N_PARAMS = P_PATHS + P_STRIDE * MAX_PATHS
 
@@ -75,6 +85,25 @@ class Shared:
         view = memoryview(self._mm)
         self.params = view[:psize].cast("d")
         self.counters = view[psize:].cast("Q")
+        self.params[P_SWITCH_AT] = math.inf  # no switch pending: P_ACTIVE alone decides
+        self.params[P_WIN_FROM] = math.inf
+
+    def set_program(self, active: int, next_active: int, switch_at: float, win_from: float,
+                    win_until: float) -> None:
+        """Publish a switch program (see P_GEN); only one writer (the parent) at a time."""
+        p = self.params
+        gen = p[P_GEN]
+        p[P_GEN] = gen + 1.0
+        p[P_ACTIVE] = float(active)
+        p[P_NEXT_ACTIVE] = float(next_active)
+        p[P_SWITCH_AT] = switch_at
+        p[P_WIN_FROM] = win_from
+        p[P_WIN_UNTIL] = win_until
+        p[P_GEN] = gen + 2.0
+
+    def program(self) -> tuple[int, int, float, float, float]:
+        p = self.params
+        return (int(p[P_ACTIVE]), int(p[P_NEXT_ACTIVE]), p[P_SWITCH_AT], p[P_WIN_FROM], p[P_WIN_UNTIL])
 
     def set_path(self, i: int, delay_s: float, ber: float, up: bool) -> None:
         b = P_PATHS + P_STRIDE * i
@@ -115,6 +144,8 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     dirty = False
     cached_ber = 0.0
     pcache: dict[int, float] = {}
+    inf = math.inf
+    prog = (0.0, 0.0, inf, inf, 0.0)  # last consistent switch program
 
     while True:
         now = mono()
@@ -134,8 +165,18 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
         # Read a burst; the line's state is sampled once per burst.
         rate = params[P_RATE]
         buffer_s = params[P_BUFFER_S]
-        active = int(params[P_ACTIVE])
         outage_until = params[P_OUTAGE_UNTIL]
+        gen = params[P_GEN]
+        if not int(gen) & 1:
+            cand = (params[P_ACTIVE], params[P_NEXT_ACTIVE], params[P_SWITCH_AT], params[P_WIN_FROM],
+                    params[P_WIN_UNTIL])
+            if params[P_GEN] == gen:
+                prog = cand
+        # else: the parent is writing a new program right now; keep the last one for this burst
+        active_f, next_f, switch_at, win_from, win_until = prog
+        if now >= switch_at:
+            active_f, switch_at = next_f, inf
+        active = int(active_f)
         pb = P_PATHS + P_STRIDE * active
         delay, ber, up = params[pb], params[pb + 1], params[pb + 2] != 0.0
         if ber != cached_ber:
@@ -156,10 +197,17 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             # the TAP while we were busy or preempted is stamped late, never early: the line
             # never delivers a frame sooner than its delay after we saw it.
             now = mono()
+            if now >= switch_at:  # a programmed switch completes within this burst
+                active, switch_at = int(next_f), inf
+                pb = P_PATHS + P_STRIDE * active
+                delay, ber, up = params[pb], params[pb + 1], params[pb + 2] != 0.0
+                if ber != cached_ber:
+                    cached_ber, pcache = ber, {}
+                k = active * NC
             size = len(frame)
             local[k + C_RXF] += 1
             local[k + C_RXB] += size
-            if now < outage_until:
+            if now < outage_until or win_from <= now < win_until:
                 local[k + C_OUT] += 1
                 local[k + C_DROP] += 1
                 continue

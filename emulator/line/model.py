@@ -177,6 +177,95 @@ class EndConfig:
         return cls(netns=netns, ifname=ifname)
 
 
+PROTECTION_MODES = ("sncp", "none")
+MAX_PROTECTION_MS = 3_600_000.0
+MAX_WTR_S = 86_400.0
+
+
+def _bool(d: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    v = d.get(key, default)
+    if not isinstance(v, bool):
+        raise ValueError(f"{where}{key}: must be true or false, got {v!r}")  # noqa: TRY004
+    return v
+
+
+@dataclass(frozen=True)
+class ProtectionConfig:
+    """How the line protects itself: ODU 1+1 SNCP between ``working`` and ``protection`` and/or
+    ASON restoration over the ``restoration`` paths (first one up wins). Times as in G.808.1:
+    hold-off before acting on a signal fail, the switch itself, wait-to-restore before a
+    revertive switch back. Used by ``configure_protection`` and the config's "protection"."""
+
+    working: str
+    mode: str = "none"
+    protection: str | None = None
+    hold_off_ms: float = 0.0
+    switch_ms: float = 30.0
+    revertive: bool = False
+    wtr_s: float = 300.0
+    ason: bool = False
+    restoration: tuple[str, ...] = ()
+    restoration_ms: float = 3000.0
+
+    FIELDS = frozenset({"mode", "working", "protection", "hold_off_ms", "switch_ms", "revertive",
+                        "wtr_s", "ason", "restoration", "restoration_ms"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "working": self.working, "protection": self.protection,
+                "hold_off_ms": self.hold_off_ms, "switch_ms": self.switch_ms, "revertive": self.revertive,
+                "wtr_s": self.wtr_s, "ason": self.ason, "restoration": list(self.restoration),
+                "restoration_ms": self.restoration_ms}
+
+    @classmethod
+    def from_dict(cls, d: Any, path_names: list[str], default_working: str, where: str = "") -> ProtectionConfig:
+        """Validate against the line's ``path_names``; every error starts with the field's name."""
+        d = _mapping(d, where.rstrip("."))
+        _no_unknown(d, set(cls.FIELDS), where)
+        known = ", ".join(path_names)
+
+        def path(key: str, v: Any) -> str:
+            if not isinstance(v, str) or v not in path_names:
+                raise ValueError(f"{where}{key}: must name one of the paths ({known}), got {v!r}")
+            return v
+
+        mode = d.get("mode")
+        if "mode" not in d:
+            raise ValueError(f"{where}mode: required field is missing (one of: sncp, none)")
+        if mode not in PROTECTION_MODES:
+            raise ValueError(f"{where}mode: must be one of sncp, none, got {mode!r}")
+        working = path("working", d.get("working", default_working))
+        prot = d.get("protection")
+        if prot is not None:
+            prot = path("protection", prot)
+            if prot == working:
+                raise ValueError(f"{where}protection: must differ from working ({working!r})")
+        if mode == "sncp" and prot is None:
+            raise ValueError(f"{where}protection: mode sncp needs a protection path ({known})")
+        hold = _number(d, "hold_off_ms", where, default=0.0, lo=0.0, hi=MAX_PROTECTION_MS)
+        sw = _number(d, "switch_ms", where, default=30.0, lo=0.0, hi=MAX_PROTECTION_MS)
+        revertive = _bool(d, "revertive", where, False)
+        wtr = _number(d, "wtr_s", where, default=300.0, lo=0.0, hi=MAX_WTR_S)
+        ason = _bool(d, "ason", where, False)
+        rest_raw = d.get("restoration", [])
+        if not isinstance(rest_raw, list):
+            raise ValueError(f"{where}restoration: must be a list of path names, got {rest_raw!r}")  # noqa: TRY004
+        rest: list[str] = []
+        for i, r in enumerate(rest_raw):
+            name = path(f"restoration[{i}]", r)
+            if name in (working, prot):
+                raise ValueError(f"{where}restoration[{i}]: {name!r} is the "
+                                 f"{'working' if name == working else 'protection'} path")
+            if name in rest:
+                raise ValueError(f"{where}restoration[{i}]: {name!r} is listed twice")
+            rest.append(name)
+        if ason and not rest:
+            raise ValueError(f"{where}restoration: ason needs at least one restoration path")
+        rms = _number(d, "restoration_ms", where, default=3000.0, lo=0.0, hi=MAX_PROTECTION_MS)
+        return cls(working=working, mode=mode, protection=prot, hold_off_ms=float(hold),
+                   switch_ms=float(sw), revertive=revertive, wtr_s=float(wtr), ason=ason,
+                   restoration=tuple(rest), restoration_ms=float(rms))
+
+
 @dataclass(frozen=True)
 class LineConfig:
     """Everything ``python -m emulator.line`` needs; parsed from the JSON config file."""
@@ -191,9 +280,10 @@ class LineConfig:
     buffer_ms: float = 50.0
     active_path: str = ""
     seed: int | None = None
+    protection: ProtectionConfig | None = None
 
     FIELDS = frozenset({"name", "control_socket", "pidfile", "ends", "mtu", "rate_bps",
-                        "buffer_ms", "paths", "active_path", "seed"})
+                        "buffer_ms", "paths", "active_path", "seed", "protection"})
 
     @property
     def active_index(self) -> int:
@@ -262,6 +352,10 @@ class LineConfig:
         seed = d.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"seed: must be an integer, got {seed!r}")
+        protection = None
+        if d.get("protection") is not None:
+            protection = ProtectionConfig.from_dict(d["protection"], [p.name for p in paths],
+                                                    default_working=active, where="protection.")
         return cls(control_socket=sock, ends=ends, paths=paths, name=name, pidfile=pidfile,
                    mtu=int(mtu), rate_bps=int(rate), buffer_ms=float(buffer_ms),
-                   active_path=active, seed=seed)
+                   active_path=active, seed=seed, protection=protection)

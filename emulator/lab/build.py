@@ -173,6 +173,22 @@ def line_config(plan: LabPlan) -> dict:  # type: ignore[type-arg]
         "buffer_ms": line.buffer_ms,
         "paths": [{"name": p.name, "length_km": p.length_km, "ber": 0.0} for p in line.paths],
         "active_path": line.active_path,
+        "protection": protection_config(plan),
+    }
+
+
+def protection_config(plan: LabPlan) -> dict:  # type: ignore[type-arg]
+    """The optical layer's own reflexes at start: 1+1 SNCP onto the protection path, then ASON
+    restoration over the restoration paths; the OTN terminals' NETCONF config changes them later."""
+    line = plan.line
+    protection = line.paths_of("protection")
+    restoration = [p.name for p in line.paths_of("restoration")]
+    return {
+        "mode": "sncp" if protection else "none",
+        "working": line.paths_of("working")[0].name,
+        "protection": protection[0].name if protection else None,
+        "hold_off_ms": 0.0, "switch_ms": line.switch_ms, "revertive": False,
+        "ason": bool(restoration), "restoration": restoration, "restoration_ms": line.restoration_ms,
     }
 
 

@@ -86,6 +86,8 @@ class LinePlan:
     line_rate_gbps: int = 800          # the real rate; rate_bps is this x bandwidth_scale
     bandwidth_scale: float = 1.0
     client_ports: tuple[int, int] = (2, 400)   # count, Gbit/s each
+    switch_ms: float = 30.0            # 1+1 SNCP switch time (the trial: 50 ms class)
+    restoration_ms: float = 3000.0     # ASON restoration time after a cut with no protection left
 
     def path(self, name: str) -> LinePathPlan:
         for p in self.paths:

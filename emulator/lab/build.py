@@ -75,7 +75,7 @@ def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
             f"{plan.line.rate_bps / 1e9:g} Gbit/s ({time.monotonic() - t0:.1f} s)")
         started = []
         for node in plan.nodes:   # after the line: a gateway's saved shaping applies to wan0
-            if devices.has_server(node.personality):
+            if node.personality in devices.SERVERS:
                 pids[f"device:{node.name}"] = devices.start(plan, node)
                 started.append(f"{node.name} ({node.personality})")
         if started:
@@ -239,7 +239,7 @@ def _healthy_same_plan(plan: LabPlan) -> bool:
     state = _read_state(Path(plan.state_dir))
     if not state or state.get("digest") != plan.digest:
         return False
-    return all(row.ok for row in status(plan).rows if row.required)
+    return status(plan).ok
 
 
 # --------------------------------------------------------------------------------------- down
@@ -311,11 +311,10 @@ class Row:
     address: str
     state: str
     detail: str
-    required: bool = True
 
     @property
     def ok(self) -> bool:
-        return self.state in ("up", "idle")
+        return self.state == "up"
 
 
 @dataclass
@@ -326,7 +325,7 @@ class LabStatus:
 
     @property
     def ok(self) -> bool:
-        return self.built and all(r.ok for r in self.rows if r.required)
+        return self.built and all(r.ok for r in self.rows)
 
 
 def status(plan: LabPlan) -> LabStatus:
@@ -347,18 +346,12 @@ def _node_row(node: NodePlan, namespaces: set[str]) -> Row:
     addr = f"{node.mgmt_ip}:{node.port}"
     if node.netns not in namespaces:
         return Row(node.name, node.kind, addr, "down", f"namespace {node.netns} does not exist")
-    if node.personality == "openssh" or devices.has_server(node.personality):
-        banner = read_banner(node.mgmt_ip, node.port)
-        if banner and banner.startswith("SSH-2.0-"):
-            return Row(node.name, node.kind, addr, "up", f"{node.personality}: {banner}")
-        return Row(node.name, node.kind, addr, "down", f"the {node.personality} server does not answer")
-    probe = tcp_probe(node.mgmt_ip, node.port)
-    if probe == "refused":
-        # The namespace and its management address are up; this dcilab version has no server
-        # for the personality yet, so the device is not counted as failed.
-        return Row(node.name, node.kind, addr, "idle",
-                   f"address answers; no {node.personality} server in this dcilab version", required=False)
-    return Row(node.name, node.kind, addr, "down", "management address does not answer")
+    banner = read_banner(node.mgmt_ip, node.port)
+    if banner and banner.startswith("SSH-2.0-"):
+        return Row(node.name, node.kind, addr, "up", f"{node.personality}: {banner}")
+    if tcp_probe(node.mgmt_ip, node.port) == "unreachable":
+        return Row(node.name, node.kind, addr, "down", "management address does not answer")
+    return Row(node.name, node.kind, addr, "down", f"the {node.personality} server does not answer")
 
 
 def _line_row(plan: LabPlan) -> Row:

@@ -25,10 +25,6 @@ SERVERS = {
 GATEWAY_PORTS = {"100GE1/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
 
 
-def has_server(personality: str) -> bool:
-    return personality in SERVERS
-
-
 def device_dir(plan: LabPlan, node: NodePlan) -> Path:
     path = Path(plan.state_dir) / "devices" / node.name
     path.mkdir(parents=True, exist_ok=True)

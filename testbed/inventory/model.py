@@ -226,7 +226,7 @@ class Metrics(Strict):
 GPU_PERSONALITIES = ("openssh",)
 PERSONALITIES: dict[DeviceKind, tuple[str, ...]] = {
     DeviceKind.OTN_TERMINAL: ("openconfig", "openroadm"),
-    DeviceKind.ROADM: ("openroadm", "openconfig"),
+    DeviceKind.ROADM: ("openroadm",),
     DeviceKind.GATEWAY: ("vrp",),
     DeviceKind.GPU_NODE: GPU_PERSONALITIES,
 }

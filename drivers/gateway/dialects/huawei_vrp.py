@@ -1,0 +1,55 @@
+"""Huawei VRP (CloudEngine / NetEngine style) CLI: netmiko's 'huawei' driver, the commands the
+gateway driver needs, and the regexes that read their output.  Data only."""
+
+from __future__ import annotations
+
+from ..base import Dialect
+
+DIALECT = Dialect(
+    name="huawei_vrp",
+    netmiko_device_type="huawei",
+    wan_port="100GE1/0/1",
+    enter_config="system-view",
+    exit_config="return",
+    config_prompt=r"\][^\S\n]*$",          # [GW-A], [GW-A-100GE1/0/1], [GW-A-dcb-pfc-default]
+    exec_prompt=r">[^\S\n]*$",             # <GW-A>
+    error_re=r"^\s*Error:.*$",
+    paging_off="screen-length 0 temporary",
+    commands={
+        "running_config": ["display current-configuration"],
+        "counters": ["display interface {port}"],
+        "shaping_show": ["display qos lr outbound interface {port}"],
+        "pfc_show": ["display dcb pfc interface {port}"],
+    },
+    config={
+        "shaping_set": ["interface {port}", "qos lr outbound cir {cir_kbps}"],
+        "shaping_clear": ["interface {port}", "undo qos lr outbound"],
+        # '@name line' repeats the line for each item of the list parameter 'name' ({item})
+        "pfc_set": ["dcb pfc", "@remove undo priority {item}", "@priorities priority {item}", "quit",
+                    "interface {port}", "dcb pfc enable mode manual"],
+        "pfc_clear": ["interface {port}", "undo dcb pfc enable", "quit", "undo dcb pfc"],
+        "ecn_set": ["drop-profile {profile}",
+                    "color green low-limit {low_pct} high-limit {high_pct} discard-percentage {discard_pct}",
+                    "quit", "interface {port}", "qos queue {queue} wred {profile}", "qos queue {queue} ecn"],
+        "ecn_clear": ["interface {port}", "undo qos queue {queue} ecn", "undo qos queue {queue} wred", "quit",
+                      "undo drop-profile {profile}"],
+    },
+    parsers={
+        "counters": {
+            "state": r"current state\s*:\s*(\S+)",
+            "rx_packets": r"Input:\s*(\d+) packets",
+            "rx_bytes": r"Input:\s*\d+ packets, (\d+) bytes",
+            "tx_packets": r"Output:\s*(\d+) packets",
+            "tx_bytes": r"Output:\s*\d+ packets, (\d+) bytes",
+            "rx_errors": r"Input:[\s\S]*?Total Error:\s*(\d+)",
+            "tx_errors": r"Output:[\s\S]*?Total Error:\s*(\d+)",
+            "rx_discards": r"Input:[\s\S]*?Discard:\s*(\d+)",
+            "tx_discards": r"Output:[\s\S]*?Discard:\s*(\d+)",
+            "in_rate_bps": r"input rate:?\s*(\d+) bits/sec",
+            "out_rate_bps": r"output rate:?\s*(\d+) bits/sec",
+            "shaping_kbps": r"Outbound rate limit: CIR (\d+)",
+        },
+        "shaping_show": {"cir_kbps": r"CIR\(kbps\):\s*(\d+)"},
+        "pfc_show": {"priorities": r"^\S+\s+\S+\s+enable\s+([\d,]+)"},
+    },
+)

@@ -1,0 +1,114 @@
+"""Inventory device -> connected driver.  Secrets are resolved here, at connect time, from the
+references the inventory holds ({env:} / {file:}); host keys come from the inventory's
+known_hosts or fingerprint.  Drivers never see the inventory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from drivers import SshTarget
+from drivers.errors import AuthFailed, Unsupported
+from testbed.inventory import DeviceKind, Inventory
+from testbed.inventory.model import Device, SecretRef
+
+DEFAULT_PERSONALITY = {DeviceKind.OTN_TERMINAL: "openconfig", DeviceKind.ROADM: "openroadm",
+                       DeviceKind.GATEWAY: "vrp", DeviceKind.GPU_NODE: "openssh"}
+
+
+class SecretUnavailable(AuthFailed):
+    """A secret reference that cannot be resolved (unset variable, unreadable or empty file)."""
+
+
+def resolve_secret(inv: Inventory, device: str, ref: SecretRef, what: str) -> str:
+    """The value behind ``ref``; the error names the device, the field and the variable/file."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise SecretUnavailable(f"{what}: environment variable {ref.env} is not set "
+                                    f"(export {ref.env}=... before connecting)", device)
+        if value == "":
+            raise SecretUnavailable(f"{what}: environment variable {ref.env} is empty", device)
+        return value
+    assert ref.file is not None
+    path = inv.resolve_path(ref.file)
+    try:
+        value = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise SecretUnavailable(f"{what}: cannot read secret file {path}: {exc.strerror or exc}", device) from None
+    if not value:
+        raise SecretUnavailable(f"{what}: secret file {path} is empty", device)
+    return value
+
+
+def target_for(inv: Inventory, dev: Device, timeout_s: float = 10.0) -> SshTarget:
+    """The SshTarget of an inventory device (secrets resolved now)."""
+    cred = dev.credentials
+    password = resolve_secret(inv, dev.name, cred.password, "credentials.password") if cred.password else None
+    key_path = passphrase = None
+    if cred.ssh_key is not None:
+        key_path = str(inv.resolve_path(cred.ssh_key.path))
+        if not os.path.isfile(key_path):
+            raise SecretUnavailable(f"credentials.ssh_key.path: key file {key_path} does not exist", dev.name)
+        if cred.ssh_key.passphrase is not None:
+            passphrase = resolve_secret(inv, dev.name, cred.ssh_key.passphrase, "credentials.ssh_key.passphrase")
+    if dev.host_key is None:
+        raise Unsupported("host key verification", "none", ["host_key.known_hosts", "host_key.fingerprint"], dev.name)
+    kh = str(inv.resolve_path(dev.host_key.known_hosts)) if dev.host_key.known_hosts else None
+    return SshTarget(host=str(dev.mgmt.address), port=dev.port, username=cred.username, password=password,
+                     key_path=key_path, key_passphrase=passphrase, known_hosts=kh,
+                     fingerprint=dev.host_key.fingerprint, timeout_s=timeout_s, name=dev.name)
+
+
+def personality(inv: Inventory, dev: Device) -> str:
+    if inv.emulation is not None and dev.name in inv.emulation.personalities:
+        return inv.emulation.personalities[dev.name]
+    return DEFAULT_PERSONALITY[dev.kind]
+
+
+def _device(inv: Inventory, name: str, kind: DeviceKind) -> Device:
+    dev = inv.device(name)
+    if dev.kind != kind:
+        raise Unsupported(f"{kind.value} driver for a {dev.kind.value}", name, [kind.value], name)
+    return dev
+
+
+def connect_otn(inv: Inventory, name: str, **kw: Any):  # type: ignore[no-untyped-def]
+    from drivers.otn import connect_otn as _connect
+    dev = _device(inv, name, DeviceKind.OTN_TERMINAL)
+    return _connect(personality(inv, dev), target_for(inv, dev), **kw)
+
+
+def connect_roadm(inv: Inventory, name: str, **kw: Any):  # type: ignore[no-untyped-def]
+    from drivers.roadm import Roadm
+    dev = _device(inv, name, DeviceKind.ROADM)
+    if personality(inv, dev) != "openroadm":
+        raise Unsupported("ROADM personality", personality(inv, dev), ["openroadm"], name)
+    return Roadm(target_for(inv, dev), **kw)
+
+
+def connect_gateway(inv: Inventory, name: str, wan_port: str | None = None):  # type: ignore[no-untyped-def]
+    from drivers.gateway import connect_gateway as _connect
+    dev = _device(inv, name, DeviceKind.GATEWAY)
+    return _connect(personality(inv, dev), target_for(inv, dev), wan_port=wan_port)
+
+
+def connect_gpu_node(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
+    from drivers.gpu_node import GpuNode
+    return GpuNode(target_for(inv, _device(inv, name, DeviceKind.GPU_NODE)))
+
+
+def connect(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
+    """The connected driver of any device, by its kind."""
+    kind = inv.device(name).kind
+    return {DeviceKind.OTN_TERMINAL: connect_otn, DeviceKind.ROADM: connect_roadm,
+            DeviceKind.GATEWAY: connect_gateway, DeviceKind.GPU_NODE: connect_gpu_node}[kind](inv, name)
+
+
+def wan_shaping_kbps(inv: Inventory, site: str, ratio: float) -> int:
+    """The gateway CIR giving the site a ``ratio``:1 convergence (site fabric / WAN), with the
+    emulated lab's bandwidth scale (1 on real gear)."""
+    from drivers.gateway import shaping_kbps_for_ratio
+    scale = inv.emulation.bandwidth_scale if inv.emulation is not None else 1.0
+    return shaping_kbps_for_ratio(inv.site(site).fabric_gbps, ratio, scale)

@@ -1,0 +1,151 @@
+"""Driver logic that needs no device: rate validation, dialect rendering and parsing, secret
+resolution errors, normalisation of protection and PM."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from drivers import SshTarget, open_socket
+from drivers.errors import DeviceUnreachable, Unsupported
+from drivers.gateway import DIALECTS, shaping_kbps_for_ratio
+from drivers.gateway.base import cli_errors, parse, parse_counters, render
+from drivers.otn import check_rate, q_from_ber
+from drivers.otn import openconfig as oc
+from drivers.otn import openroadm as orm
+from testbed.connect import SecretUnavailable, resolve_secret, target_for, wan_shaping_kbps
+from testbed.inventory import load_inventory
+from testbed.inventory.model import SecretRef
+
+VRP = DIALECTS["vrp"]
+INV = Path(__file__).resolve().parent.parent / "inventory" / "emulated.yaml"
+
+
+def test_unsupported_rate_is_refused_with_the_supported_values() -> None:
+    check_rate(400, (200, 400, 600, 800))
+    with pytest.raises(Unsupported) as e:
+        check_rate(300, (200, 400, 600, 800), "dc-a-otn")
+    assert e.value.supported == ("200G", "400G", "600G", "800G")
+    assert "300G" in str(e.value) and "400G" in str(e.value) and "dc-a-otn" in str(e.value)
+
+
+def test_openconfig_modes_and_protection_normalise() -> None:
+    data = etree.fromstring(
+        f'<data xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><terminal-device xmlns="{oc.TD}"><operational-modes>'
+        '<mode><mode-id>8001</mode-id><state><description>bit-rate:TRIB_RATE_800G, fec</description></state></mode>'
+        '<mode><mode-id>4002</mode-id><state><description>bit-rate:TRIB_RATE_400G</description></state></mode>'
+        f'</operational-modes></terminal-device><aps xmlns="{oc.LP}"><aps-modules><aps-module><name>olp-1/3</name>'
+        '<state><active-path>oc-line-protect:SECONDARY</active-path><force-to-port>SECONDARY</force-to-port></state>'
+        '</aps-module></aps-modules></aps></data>')
+    assert oc.parse_modes(data) == {400: 4002, 800: 8001}
+    p = oc.parse_protection(data)
+    assert (p.active_path, p.request_state, p.raw["force-to-port"]) == ("protection", "forced", "SECONDARY")
+    assert oc.rate_of_class("oc-opt-types:TRIB_RATE_800G") == 800
+
+
+def test_openroadm_protection_pm_and_rate_normalise() -> None:
+    pm_entry = "".join(
+        f"<current-pm><type>{t}</type><measurement><pmParameterValue>{v}</pmParameterValue></measurement></current-pm>"
+        for t, v in (("preFECbitErrorRate", "0.00200000000000000"), ("bitErrorRate", "0.00000001000000000"),
+                     ("FECUncorrectableBlocks", "12"), ("erroredSeconds", "3")))
+    data = etree.fromstring(
+        f'<data xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><org-openroadm-device xmlns="{orm.DEV}">'
+        f'<interface><name>XPDR1-NETWORK1-OTUCn</name><otu xmlns="{orm.OTU}"><otucn-n-rate>4</otucn-n-rate></otu></interface>'
+        f'<interface><name>XPDR1-NETWORK2-OTUCn</name><otu xmlns="{orm.OTU}"><otucn-n-rate>8</otucn-n-rate></otu></interface>'
+        f'<protection-grps><odu-sncp-pg xmlns="{orm.APS}"><name>ODU-SNCP-PG-1</name>'
+        '<active-if>XPDR1-NETWORK2-ODUCn</active-if><request-state>LO-NE</request-state></odu-sncp-pg></protection-grps>'
+        f'</org-openroadm-device><current-pm-list xmlns="{orm.PMNS}"><current-pm-entry><pm-resource-instance>'
+        "/d:org-openroadm-device/d:interface[d:name='XPDR1-NETWORK2-OTUCn']</pm-resource-instance>"
+        f"{pm_entry}</current-pm-entry></current-pm-list></data>")
+    assert orm.parse_rate(data) == 400
+    p = orm.parse_protection(data)
+    assert (p.active_path, p.request_state, p.raw["request-state"]) == ("protection", "lockout", "LO-NE")
+    pm = orm.parse_pm(data, "XPDR1-NETWORK2-OTUCn")
+    assert (pm.pre_fec_ber, pm.post_fec_ber, pm.uncorrectable_blocks, pm.errored_seconds) == (2e-3, 1e-8, 12, 3)
+    assert pm.q_db is not None and 8.5 < pm.q_db < 9.5 and "q_db" in pm.derived
+
+
+def test_q_from_ber_matches_the_usual_values() -> None:
+    assert q_from_ber(1e-3) == pytest.approx(9.8, abs=0.05)   # Q = 3.09 -> 9.8 dB
+    assert q_from_ber(0) is None
+
+
+VRP_INTERFACE = """100GE1/0/1 current state : UP (ifindex: 7)
+Line protocol current state : UP
+Outbound rate limit: CIR 250000 kbit/s
+Last 300 seconds input rate: 1200 bits/sec, 3 packets/sec
+Last 300 seconds output rate: 800 bits/sec, 2 packets/sec
+Input:  1000 packets, 150000 bytes
+  Unicast:             990,  Multicast:           10
+  Total Error:         2,  CRC: 1
+  Discard:             3
+Output: 900 packets, 120000 bytes
+  Total Error:         4
+  Discard:             5
+"""
+
+
+def test_vrp_counters_parse_from_sample_text() -> None:
+    c = parse_counters(VRP, "100GE1/0/1", VRP_INTERFACE)
+    assert (c.state, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes) == ("UP", 1000, 150000, 900, 120000)
+    assert (c.rx_errors, c.tx_errors, c.rx_discards, c.tx_discards) == (2, 4, 3, 5)
+    assert (c.in_rate_bps, c.out_rate_bps, c.shaping_kbps) == (1200, 800, 250000)
+
+
+def test_vrp_templates_render_and_errors_are_found() -> None:
+    assert render(VRP.config["shaping_set"], port="100GE1/0/1", cir_kbps=250000) == [
+        "interface 100GE1/0/1", "qos lr outbound cir 250000"]
+    lines = render(VRP.config["pfc_set"], port="P", priorities=[3, 4], remove=[5])
+    assert lines[:4] == ["dcb pfc", "undo priority 5", "priority 3", "priority 4"]
+    assert cli_errors(VRP, "   ^\nError: Wrong parameter found at '^' position.") == [
+        "Error: Wrong parameter found at '^' position."]
+    assert parse(" CIR(kbps): 250000, CBS(bytes): -", VRP.parsers["shaping_show"]) == {"cir_kbps": "250000"}
+    assert parse("100GE1/0/1          manual    enable    3,4     0   0", VRP.parsers["pfc_show"])["priorities"] == "3,4"
+
+
+def test_convergence_ratio_math() -> None:
+    assert shaping_kbps_for_ratio(3200, 16, 0.00125) == 250_000       # 200G scaled: 250 Mbit/s
+    assert shaping_kbps_for_ratio(3200, 4) == 800_000_000            # real gear: 800G
+    assert wan_shaping_kbps(load_inventory(INV), "dc-a", 4) == 1_000_000
+    with pytest.raises(ValueError):
+        shaping_kbps_for_ratio(3200, 0)
+
+
+def test_secret_errors_name_the_device_and_the_variable_or_file(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    inv = load_inventory(INV)
+    monkeypatch.delenv("DCILAB_NOPE", raising=False)
+    with pytest.raises(SecretUnavailable, match="dc-a-gw: credentials.password: environment variable DCILAB_NOPE"):
+        resolve_secret(inv, "dc-a-gw", SecretRef(env="DCILAB_NOPE"), "credentials.password")
+    with pytest.raises(SecretUnavailable, match=r"dc-a-gw: .*cannot read secret file .*missing\.txt"):
+        resolve_secret(inv, "dc-a-gw", SecretRef(file=str(tmp_path / "missing.txt")), "credentials.password")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(SecretUnavailable, match="is empty"):
+        resolve_secret(inv, "dc-a-gw", SecretRef(file=str(tmp_path / "empty")), "credentials.password")
+    (tmp_path / "pw").write_text("s3cret\n")
+    monkeypatch.setenv("DCILAB_PW", "x")
+    assert resolve_secret(inv, "d", SecretRef(file=str(tmp_path / "pw")), "p") == "s3cret"
+    assert resolve_secret(inv, "d", SecretRef(env="DCILAB_PW"), "p") == "x"
+
+
+def test_target_for_refuses_a_missing_key_file() -> None:
+    inv = load_inventory(INV)
+    dev = inv.device("dc-a-otn")
+    if Path(inv.resolve_path(dev.credentials.ssh_key.path)).exists():  # type: ignore[union-attr]
+        pytest.skip("the emulated lab is up: its key exists")
+    with pytest.raises(SecretUnavailable, match="dc-a-otn: credentials.ssh_key.path"):
+        target_for(inv, dev)
+
+
+def test_ssh_target_needs_a_host_key_check_and_unreachable_is_quick() -> None:
+    with pytest.raises(ValueError, match="known_hosts or fingerprint"):
+        SshTarget("192.0.2.1", 22, "u", password="p")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there now: refused at once
+    with pytest.raises(DeviceUnreachable, match="cannot connect"):
+        open_socket(SshTarget("127.0.0.1", port, "u", password="p", fingerprint="SHA256:" + "A" * 43, timeout_s=2))

@@ -26,6 +26,7 @@ Definitions (../shared/reference/measurement.md §1; RFC 6414 / EXFO / Spirent p
 
 from __future__ import annotations
 
+import itertools
 import struct
 from array import array
 from collections.abc import Sequence
@@ -143,8 +144,7 @@ def analyze(seq: Sequence[int], tx_ns: Sequence[int], rx_ns: Sequence[int], *, r
                 ooo += 1
             if s < hi_seen:
                 reo += 1
-            if s > hi_seen:
-                hi_seen = s
+            hi_seen = max(hi_seen, s)
         prev = s
     if first_seq is not None:
         lo = first_seq
@@ -169,7 +169,7 @@ def analyze(seq: Sequence[int], tx_ns: Sequence[int], rx_ns: Sequence[int], *, r
     interval_ms = 1e3 / rate_pps if rate_pps else None
     sdt_loss = lost / rate_pps * 1e3 if rate_pps else None
     tx_max_gap = None
-    for a, b in zip(useq, useq[1:]):
+    for a, b in itertools.pairwise(useq):
         if b == a + 1:
             g = (first_tx[b] - first_tx[a]) / 1e6
             if tx_max_gap is None or g > tx_max_gap:
@@ -249,8 +249,7 @@ class Records:
     def save(self, path: str | Path) -> None:
         """Little-endian int64 triples (seq, tx_ns, rx_ns), arrival order."""
         with open(path, "wb") as f:
-            for s, t, r in zip(self.seq, self.tx_ns, self.rx_ns):
-                f.write(RECORD.pack(s, t, r))
+            f.writelines(RECORD.pack(s, t, r) for s, t, r in zip(self.seq, self.tx_ns, self.rx_ns))
 
     @classmethod
     def load(cls, path: str | Path) -> Records:

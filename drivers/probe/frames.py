@@ -122,7 +122,7 @@ class FrameTemplate:
         return bytes(self.patch(seq, tx_mono_ns, tx_real_ns))
 
 
-def build_packet(spec: FrameSpec, seq: int = 0, tx_mono_ns: int = 0, tx_real_ns: int = 0):  # noqa: ANN201
+def build_packet(spec: FrameSpec, seq: int = 0, tx_mono_ns: int = 0, tx_real_ns: int = 0):
     """The scapy packet for one probe (scapy computes IP checksum and, for RoCEv2, the ICRC)."""
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether

@@ -263,8 +263,7 @@ class Sender:
                 errors += 1
             if interval:
                 late = t - due
-                if late > late_max:
-                    late_max = late
+                late_max = max(late_max, late)
                 if late > 100_000:
                     late_over += 1
             if prev_tx is not None and t - prev_tx > gap_max:
@@ -454,7 +453,7 @@ class Receiver:
             if self._stop:
                 stopped = "signal"
                 break
-        tp_packets, tp_drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        _tp_packets, tp_drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
         return rec, RecvStats(iface=self.iface, kind=self.kind, port=port, stream=stream, frames=frames,
                               probes=probes, not_probe=not_probe, other_stream=other, socket_drops=tp_drops,
                               kernel_timestamps=kts, bpf=self.bpf, duration_s=mono() - t0, realtime=rt,

@@ -38,7 +38,9 @@ def start(plan: LabPlan, store: StorePlan) -> int:
     with open(Path(plan.state_dir) / "victoria-metrics.log", "ab") as log:
         proc = subprocess.Popen(
             [BINARY, f"-httpListenAddr={store.host}:{store.port}", f"-storageDataPath={store.data_dir}",
-             "-search.latencyOffset=1s", "-loggerLevel=WARN", "-retentionPeriod=1y"],
+             "-search.latencyOffset=1s", "-loggerLevel=WARN", "-retentionPeriod=1y",
+             # a spooled batch replayed after an outage must not count twice (InfluxDB overwrites)
+             "-dedup.minScrapeInterval=1ms"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
         )
     try:

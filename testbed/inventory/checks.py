@@ -110,6 +110,13 @@ def _paths(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
             elif dev.kind != DeviceKind.ROADM:
                 yield (("fiber_paths", i, "roadms", j), f"{r!r} is a {dev.kind.value}, not a roadm",
                        "list only ROADMs the path crosses")
+        first_roadm = devices.get(p.roadms[0])
+        if p.fault_injection and first_roadm is not None and first_roadm.kind == DeviceKind.ROADM \
+                and not first_roadm.fault_injection:
+            yield (("fiber_paths", i, "fault_injection"),
+                   f"path {p.name!r} allows fault injection but its first ROADM {first_roadm.name!r} does not "
+                   "(cuts and bit errors are done there)",
+                   f"add fault_injection: true to device {first_roadm.name!r}, or remove it from the path")
         if len(set(p.roadms)) != len(p.roadms):
             yield (("fiber_paths", i, "roadms"), "a path crosses the same ROADM twice", "list each ROADM once")
         ends = [devices.get(p.roadms[0]), devices.get(p.roadms[-1])]

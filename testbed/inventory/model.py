@@ -134,6 +134,8 @@ class Device(Strict):
     python: str | None = Field(None, description="GPU node: the Python interpreter of the node's environment")
     vendor: str | None = None
     model: str | None = None
+    fault_injection: bool = Field(
+        False, description="testbed/faults may send fault actions to this device (default: never)")
 
     @property
     def protocol(self) -> str:
@@ -155,6 +157,8 @@ class FiberPath(Strict):
     kind: PathKind
     length_km: float = Field(gt=0, le=20000)
     roadms: list[Name] = Field(min_length=2, description="ROADMs crossed, from the A end to the Z end")
+    fault_injection: bool = Field(
+        False, description="testbed/faults may cut this path or load it with bit errors (default: never)")
 
 
 RATE_RE = re.compile(r"^(\d+)G$")

@@ -97,6 +97,43 @@ def _lab_ssh(args: argparse.Namespace) -> int:
     return 127  # not reached: exec replaces this process
 
 
+def _lab_restore(args: argparse.Namespace) -> int:
+    from testbed.faults import restore
+
+    inv = load_inventory(args.inventory)
+    rep = restore(inv, dry_run=args.dry_run, force=args.force)
+    if args.dry_run:
+        print("dry run: nothing was sent")
+        return 0
+    for p in rep.problems:
+        print(f"dcilab lab restore: {p}", file=sys.stderr)
+    if not rep.ok:
+        why = "; ".join(rep.problems + rep.baseline)
+        print(f"dcilab lab restore: baseline NOT reached: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fault_plan(args: argparse.Namespace) -> int:
+    from testbed.faults import FaultRefused, fault_from_args
+
+    inv = load_inventory(args.inventory)
+    try:
+        fault = fault_from_args(args.kind, args.args)
+        apply, undo = fault.plan(inv)
+    except FaultRefused as exc:
+        print(f"dcilab fault plan: {exc}", file=sys.stderr)
+        return 1
+    print(f"{fault.KIND} {fault.target} (dry run: nothing is sent; a real run first checks the devices'"
+          " capabilities, journals the undo steps, then sends):")
+    for s in apply:
+        print(f"  apply  {s}")
+    print("  verify by reading the devices back")
+    for s in undo:
+        print(f"  undo   {s}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dcilab", description="DCI field-trial testbed automation")
     sub = p.add_subparsers(dest="area", required=True)
@@ -116,11 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         sp.set_defaults(func=func)
+    rs = lab.add_parser("restore", help="undo every fault left in the journal (after a crash or SIGKILL), "
+                        "then check the baseline; non-zero if it is not reached")
+    rs.add_argument("--inventory", "-i", type=Path, default=default_inventory())
+    rs.add_argument("--dry-run", action="store_true", help="print the undo steps, send nothing")
+    rs.add_argument("--force", action="store_true", help="also undo faults whose process is still running")
+    rs.set_defaults(func=_lab_restore)
     ssh = lab.add_parser("ssh", help="open a shell (or run a command) on an emulated GPU node with the lab key")
     ssh.add_argument("--inventory", "-i", type=Path, default=default_inventory())
     ssh.add_argument("node")
     ssh.add_argument("command", nargs=argparse.REMAINDER)
     ssh.set_defaults(func=_lab_ssh)
+    fault = sub.add_parser("fault", help="the fault catalogue").add_subparsers(dest="action", required=True)
+    fp = fault.add_parser("plan", help="dry run: check the allow-list and print what a fault would send "
+                          "(nothing is sent, nothing is connected)")
+    fp.add_argument("--inventory", "-i", type=Path, default=default_inventory())
+    fp.add_argument("kind", help="bandwidth-drop SERVICE RATE | bit-errors PATH BER | "
+                    "protection-switch SERVICE force|manual|lockout | fiber-cut PATH")
+    fp.add_argument("args", nargs="*")
+    fp.set_defaults(func=_fault_plan)
     return p
 
 

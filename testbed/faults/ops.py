@@ -1,0 +1,69 @@
+"""The operations a fault's steps name, executed on the drivers (the only place that maps a
+journal's data to driver calls), and the read-backs the faults verify with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .journal import Step
+
+
+class FaultError(Exception):
+    """Base of the fault catalogue's errors."""
+
+
+class FaultRefused(FaultError):
+    """The fault was not applied: nothing was sent (``supported`` lists what would be accepted)."""
+
+    def __init__(self, reason: str, supported: tuple[Any, ...] = ()) -> None:
+        self.reason = reason
+        self.supported = tuple(supported)
+        super().__init__(reason)
+
+
+class FaultNotInEffect(FaultError):
+    """The devices accepted the fault but reading them back does not show it (it is undone)."""
+
+
+class UndoFailed(FaultError):
+    """An undo step failed or the undo did not verify; the journal entry is kept for ``lab restore``."""
+
+
+def _cut(d: Any, path: str) -> Any:
+    return d.cut_fiber(d.degree_on(path).number)
+
+
+def _repair(d: Any, path: str) -> Any:
+    return d.repair_fiber(d.degree_on(path).number)
+
+
+OPS: dict[str, Any] = {
+    "set_line_rate": lambda d, gbps: d.set_line_rate(int(gbps)),
+    "request_switch": lambda d, kind, to="protection": d.request_switch(kind, to),
+    "cut_path_fiber": _cut,
+    "repair_path_fiber": _repair,
+    "inject_ber": lambda d, path, ber: d.inject_ber(path, float(ber)),
+    "clear_ber": lambda d, path: d.clear_ber(path),
+}
+
+
+def execute(step: Step, driver: Any) -> Any:
+    fn = OPS.get(step.op)
+    if fn is None:
+        raise FaultError(f"unknown operation {step.op!r} in step {step} (known: {', '.join(OPS)})")
+    return fn(driver, **step.args)
+
+
+def roadm_paths(roadm: Any) -> dict[str, dict[str, Any]]:
+    """Per fiber path, as the ROADM's optical control plane reports it: up, ber, length_km."""
+    if hasattr(roadm, "path_states"):          # fakes and future drivers
+        return dict(roadm.path_states())
+    from drivers.otn.netconf import children, first, text
+    from drivers.roadm import BENCH
+    data = roadm.nc.get(f'<optical-control-plane xmlns="{BENCH}"/>')
+    out: dict[str, dict[str, Any]] = {}
+    for p in children(first(data, "optical-control-plane"), "path"):
+        ber, km = text(first(p, "ber")), text(first(p, "length-km"))
+        out[text(first(p, "name"))] = {"up": text(first(p, "up")) == "true", "ber": float(ber) if ber else None,
+                                       "length_km": float(km) if km else None}
+    return out

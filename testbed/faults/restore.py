@@ -1,0 +1,126 @@
+"""``dcilab lab restore``: replay the undo steps of every journaled fault (a crashed or SIGKILLed
+run's), clear the entries whose undo went through, then check the inventory's baseline: every
+service at its line rate, traffic on the working path, no protection request, no bit errors,
+every fiber path up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.errors import DriverError
+from testbed.inventory import Inventory
+
+from .catalogue import Testbed
+from .journal import Journal
+from .ops import FaultError, execute, roadm_paths
+
+
+@dataclass
+class RestoreReport:
+    actions: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)       # undo steps that failed
+    baseline: list[str] = field(default_factory=list)       # how the testbed differs from its baseline
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.baseline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool = False,
+           log: Callable[[str], None] = print) -> None:
+    entries = tb.journal.entries()
+    if not entries:
+        log(f"journal {tb.journal.dir}: no active faults")
+    for e in entries:
+        owner_alive = e.host == socket.gethostname() and e.pid != os.getpid() and _alive(e.pid)
+        log(f"journal {e.path.name}: {e.kind} {e.target}, state {e.state}, written by pid {e.pid} on {e.host}"
+            f"{' (still running)' if owner_alive else ''}")
+        if owner_alive and not force:
+            rep.problems.append(f"{e.kind} {e.target}: its process {e.pid} is still running and will undo it "
+                                "itself; stop it, or pass --force")
+            continue
+        failed = False
+        for s in e.undo:
+            if dry_run:
+                log(f"  would send  {s}")
+                continue
+            try:
+                execute(s, tb.driver(s.device))
+                rep.actions.append(f"{e.kind} {e.target}: {s}")
+                log(f"  undo ok     {s}")
+            except (DriverError, FaultError, OSError) as exc:
+                failed = True
+                rep.problems.append(f"{e.kind} {e.target}: {s}: {exc}")
+                log(f"  undo FAILED {s}: {exc}")
+        if not dry_run and not failed:
+            tb.journal.remove(e)
+            log(f"  cleared {e.path.name}")
+
+
+def check_baseline(tb: Testbed) -> list[str]:
+    """How the testbed differs from the inventory's baseline (empty: at baseline)."""
+    inv = tb.inv
+    out: list[str] = []
+
+    def read(what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (DriverError, OSError) as exc:
+            out.append(f"{what}: cannot read: {exc}")
+            return None
+
+    for s in inv.services:
+        for t in (s.a_end.otn_terminal, s.z_end.otn_terminal):
+            rate = read(f"{t} line rate", lambda t=t: tb.driver(t).line_rate_gbps())
+            if rate is not None and rate != s.line_gbps:
+                out.append(f"{t}: line rate {rate}G, baseline {s.line_rate}")
+            if s.protection_path:
+                p = read(f"{t} protection", lambda t=t: tb.driver(t).protection())
+                if p is not None and p.active_path != "working":
+                    out.append(f"{t}: traffic on {p.active_path}, baseline working")
+                if p is not None and p.request_state != "none":
+                    out.append(f"{t}: protection request {p.request_state}, baseline none")
+        roadm = inv.fiber_path(s.working_path).roadms[0]
+        st = read(f"{roadm} restoration", lambda: tb.driver(roadm).restoration())
+        if st is not None and st.active_path != s.working_path:
+            out.append(f"{roadm}: active path {st.active_path}, baseline {s.working_path}")
+        paths = read(f"{roadm} paths", lambda: roadm_paths(tb.driver(roadm))) or {}
+        for name, p in paths.items():
+            if not p["up"]:
+                out.append(f"{roadm}: fiber path {name} is down (cut)")
+            if p["ber"]:
+                out.append(f"{roadm}: fiber path {name} has bit errors injected (BER {p['ber']:g})")
+    return out
+
+
+def restore(inv: Inventory, connect: Callable[[Inventory, str], Any] | None = None,
+            journal: Journal | None = None, dry_run: bool = False, force: bool = False,
+            log: Callable[[str], None] = print) -> RestoreReport:
+    rep = RestoreReport()
+    with Testbed(inv, connect=connect, journal=journal) as tb:
+        replay(tb, rep, dry_run=dry_run, force=force, log=log)
+        if dry_run:
+            return rep
+        rep.baseline = check_baseline(tb)
+    if rep.baseline:
+        log("NOT at baseline:")
+        for b in rep.baseline:
+            log(f"  {b}")
+    else:
+        log(f"baseline reached: {', '.join(f'{s.name} {s.line_rate} on {s.working_path}' for s in inv.services)}, "
+            "no protection request, no bit errors, every fiber path up")
+    return rep

@@ -1,190 +1,39 @@
 #!/usr/bin/env python3
 """Benchmark the emulated optical line (emulator.line) against its targets; prints figures.
 
-Builds its own two namespaces (dclb-a, dclb-b: never the lab's dcl-*), runs the line between
-them as a subprocess, and measures throughput, delay accuracy under load, BER loss accuracy
-and outage accuracy. Always cleans up, including leftovers of a crashed previous run.
+Builds its own two namespaces (dclb-a, dclb-b: never the lab's dcl-*) and runs the line between
+them as a subprocess (both through emulator.line.pair.LinePair), and measures throughput, delay
+accuracy under load, BER loss accuracy and outage accuracy. Always cleans up, including
+leftovers of a crashed previous run.
 Needs root. Run: .venv/bin/python bench/bench_line.py
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
-import multiprocessing as mp
 import os
-import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emulator.line.control import LineControl
 from emulator.line.model import frame_loss_probability, propagation_delay_s
-from emulator.line.netns import in_netns
+from emulator.line.pair import LinePair, paced_sender, seq_receiver, sh, spawn
 
-NS_A, NS_B = "dclb-a", "dclb-b"
-IP_A, IP_B = "198.19.250.1", "198.19.250.2"
-RUN_DIR = Path("/run/dclb-bench")
-SOCK = RUN_DIR / "line.sock"
-PIDFILE = RUN_DIR / "line.pid"
-REPO = Path(__file__).resolve().parents[1]
-MTU = 9000
-LEN_KM = 326.5  # 1.6 ms one way
+PAIR = LinePair("dclb", addrs=("198.19.250.1", "198.19.250.2"), mtu=9000, run_dir="/run/dclb-bench",
+                name="bench-line", paths=[{"name": "working", "length_km": 326.5},  # 1.6 ms one way
+                                          {"name": "protection", "length_km": 352}])
+NS_A, NS_B, IP_A, IP_B, MTU = PAIR.ns_a, PAIR.ns_b, PAIR.ip_a, PAIR.ip_b, PAIR.mtu
+LEN_KM = PAIR.config["paths"][0]["length_km"]
 ETH_IP_UDP = 14 + 20 + 8
-_ctx = mp.get_context("fork")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
-def netns_sock(ns: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
-    """A socket that lives in netns ``ns`` (the netns is fixed when the socket is created)."""
-    with in_netns(ns):
-        return socket.socket(socket.AF_INET, kind)
-
-
-def child_init() -> None:
-    gc.disable()
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: helpers never outlive the bench
-    _libc.prctl(29, 1000)  # PR_SET_TIMERSLACK: precise pacing sleeps
-
-
-def big_rcvbuf(s: socket.socket) -> None:
-    s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root)
-
-
-# --- topology -------------------------------------------------------------------------------------
-
-
-def cleanup() -> None:
-    try:
-        pid = int(PIDFILE.read_text().strip())
-        if b"emulator.line" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.02)
-    except (OSError, ValueError):
-        pass
-    for ns in (NS_A, NS_B):
-        out = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-        for p in out:  # iperf3 etc. left running inside our namespaces
-            try:
-                os.kill(int(p), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        sh("ip", "netns", "del", ns, check=False)
-    for p in (SOCK, PIDFILE, RUN_DIR / "line.json"):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def mac_of(ns: str, dev: str) -> str:
-    return json.loads(sh("ip", "-j", "-n", ns, "link", "show", dev).stdout)[0]["address"]
-
-
-def setup() -> tuple[subprocess.Popen[bytes], LineControl, Any]:
-    for ns in (NS_A, NS_B):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        for k in ("all", "default"):  # no IPv6 chatter (RS/DAD/MLD) on the line
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    cfg = {"name": "bench-line", "control_socket": str(SOCK), "pidfile": str(PIDFILE),
-           "ends": [{"netns": NS_A, "ifname": "wan0"}, {"netns": NS_B, "ifname": "wan0"}],
-           "mtu": MTU, "rate_bps": 0, "buffer_ms": 50,
-           "paths": [{"name": "working", "length_km": LEN_KM}, {"name": "protection", "length_km": 352}],
-           "active_path": "working"}
-    (RUN_DIR / "line.json").write_text(json.dumps(cfg))
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the line; closed at exit
-    proc = subprocess.Popen([sys.executable, "-m", "emulator.line", "--config", str(RUN_DIR / "line.json")],
-                            cwd=REPO, stdout=log, stderr=log)
-    ctl = LineControl(str(SOCK))
-    deadline = time.monotonic() + 10
-    while not SOCK.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise RuntimeError(f"line did not start: {log.read().decode(errors='replace')}")
-        time.sleep(0.02)
-    ctl.ping()
-    for ns, ip, peer_ns, peer_ip in ((NS_A, IP_A, NS_B, IP_B), (NS_B, IP_B, NS_A, IP_A)):
-        sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", "wan0")
-        # Static ARP: BER/outage tests must not lose frames to ARP refreshes eaten by the line.
-        sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", mac_of(peer_ns, "wan0"),
-           "dev", "wan0", "nud", "permanent")
-    return proc, ctl, log
-
-
-# --- helpers running in forked processes --------------------------------------------------------
-
-
-def _counting_receiver(port: int, idle_s: float, conn: Any) -> None:
-    """Record (seq, sender ts, arrival ts) of each datagram until idle_s of silence."""
-    child_init()
-    s = netns_sock(NS_B)
-    big_rcvbuf(s)
-    s.bind((IP_B, port))
-    conn.send(True)
-    seqs: list[int] = []
-    sent_ts: list[float] = []
-    arr_ts: list[float] = []
-    s.settimeout(30.0)
-    mono = time.monotonic
-    try:
-        while True:
-            data = s.recv(65536)
-            arr_ts.append(mono())
-            seq, ts = struct.unpack_from("!Qd", data)
-            seqs.append(seq)
-            sent_ts.append(ts)
-            s.settimeout(idle_s)
-    except TimeoutError:
-        pass
-    conn.send((seqs, sent_ts, arr_ts))
-
-
-def _paced_sender(port: int, count: int, pps: float, size: int, conn: Any) -> None:
-    """Send ``count`` datagrams of ``size`` bytes at ``pps``, each carrying (seq, send time)."""
-    child_init()
-    s = netns_sock(NS_A)
-    s.connect((IP_B, port))
-    pad = bytes(size - 16)
-    interval = 1.0 / pps
-    mono = time.monotonic
-    start = mono() + 0.01
-    seq = 0
-    while seq < count:
-        now = mono()
-        while seq < count and start + seq * interval <= now:
-            s.send(struct.pack("!Qd", seq, mono()) + pad)
-            seq += 1
-        if seq < count:
-            wait = start + seq * interval - mono()
-            if wait > 0:
-                time.sleep(wait)
-    conn.send((start, interval))
-
-
-def spawn(target: Callable[..., None], *args: Any) -> tuple[Any, Any]:
-    parent, child = _ctx.Pipe()
-    p = _ctx.Process(target=target, args=(*args, child), daemon=True)
-    p.start()
-    return p, parent
 
 
 # --- measurements ----------------------------------------------------------------------------------
@@ -246,8 +95,7 @@ def _icmp_checksum(data: bytes) -> int:
 def icmp_rtts(probes: int, warmup: int = 20) -> tuple[list[float], int]:
     """Sequential ICMP echo A->B (the kernel in B answers: no user process in the loop, as
     with ping). Returns sorted RTTs (s) and the number of probes lost."""
-    with in_netns(NS_A):
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s = PAIR.sock(NS_A, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     s.settimeout(0.2)
     ident = os.getpid() & 0xFFFF
     rtts: list[float] = []
@@ -325,9 +173,9 @@ def bench_loss(ctl: LineControl, count: int = 40000, ber: float = 1e-6) -> bool:
     ctl.set_rate(0)
     ctl.set_ber("working", ber)
     ctl.reset_counters()
-    rx, rconn = spawn(_counting_receiver, 7002, 1.0)
+    rx, rconn = spawn(seq_receiver, NS_B, (IP_B, 7002), 1.0, rcvbuf=64 << 20)
     rconn.recv()
-    tx, tconn = spawn(_paced_sender, 7002, count, 15000, size)
+    tx, tconn = spawn(paced_sender, NS_A, (IP_B, 7002), count, 15000, size)
     tconn.recv()
     seqs, _, _ = rconn.recv()
     tx.join(5)
@@ -349,9 +197,9 @@ def bench_loss(ctl: LineControl, count: int = 40000, ber: float = 1e-6) -> bool:
 def bench_outage(ctl: LineControl, ms: float = 50.0, pps: float = 10000, secs: float = 1.5) -> bool:
     ctl.set_rate(0)
     count = int(pps * secs)
-    rx, rconn = spawn(_counting_receiver, 7003, 0.5)
+    rx, rconn = spawn(seq_receiver, NS_B, (IP_B, 7003), 0.5, rcvbuf=64 << 20)
     rconn.recv()
-    tx, tconn = spawn(_paced_sender, 7003, count, pps, 64)
+    tx, tconn = spawn(paced_sender, NS_A, (IP_B, 7003), count, pps, 64)
     time.sleep(0.6)
     reply = ctl.outage(ms)
     _, interval = tconn.recv()
@@ -382,36 +230,14 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_line: needs root (namespaces, TAPs)", file=sys.stderr)
         return 2
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    cleanup()
-    proc = log = None
     results: list[bool] = []
-    try:
-        proc, ctl, log = setup()
+    with PAIR as pair:
         print(f"emulated line bench: {os.cpu_count()} CPUs, {NS_A} <-> {NS_B}, MTU {MTU}")
         todo = args.only or ["throughput", "delay", "loss", "outage"]
         for name in todo:
             results.append({"throughput": bench_throughput, "delay": bench_delay,
-                            "loss": bench_loss, "outage": bench_outage}[name](ctl))
-        if proc.poll() is not None:
-            raise RuntimeError(f"line exited early with {proc.returncode}")
-    finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.returncode not in (0, None):
-                log.seek(0)
-                print(f"line exited {proc.returncode}: {log.read().decode(errors='replace')}", file=sys.stderr)
-        cleanup()
+                            "loss": bench_loss, "outage": bench_outage}[name](pair.control))
+        pair.check()
     print(f"summary: {sum(results)}/{len(results)} targets met")
     return 0 if all(results) else 1
 

@@ -11,9 +11,10 @@
    +-2 ms of 30 ms by both.
 
 Sender and receiver run as separate processes through the real CLI (``python -m drivers.probe``)
-in their own namespaces (dclp-ba, dclp-bb: never the lab's dcl-*); in series 3 both run
-SCHED_FIFO (and the line's forwarders too), as bench_switchover does, because this 2-core box
-is shared with other work. Always cleans up, including leftovers of a crashed run. Needs root.
+in their own namespaces (dclp-ba, dclp-bb: never the lab's dcl-*; emulator.line.pair.LinePair
+builds them and the line, a veth pair is added beside it); in series 3 both run SCHED_FIFO (and
+the line's forwarders too), as bench_switchover does, because this 2-core box is shared with
+other work. Always cleans up, including leftovers of a crashed run. Needs root.
 Run: .venv/bin/python bench/bench_probe.py
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,82 +34,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from drivers.probe import Records
 from emulator.line.control import LineControl
 from emulator.line.model import propagation_delay_s
+from emulator.line.pair import LinePair, sh
 
 REPO = Path(__file__).resolve().parents[1]
-NS_A, NS_B = "dclp-ba", "dclp-bb"
+PATHS = [{"name": "working", "length_km": 326.5}, {"name": "protection", "length_km": 352}]
+PAIR = LinePair("dclp", suffixes=("ba", "bb"), addrs=("198.19.254.1", "198.19.254.2"), run_dir="/run/dclp-bench",
+                name="bench-probe", paths=PATHS, realtime=True)
+NS_A, NS_B, L_B = PAIR.ns_a, PAIR.ns_b, PAIR.ip_b  # line
 VETH_A, VETH_B = "dclp-va", "dclp-vb"
 V_A, V_B = "198.19.253.1", "198.19.253.2"  # veth
-L_A, L_B = "198.19.254.1", "198.19.254.2"  # line
-RUN_DIR = Path("/run/dclp-bench")
-PATHS = [{"name": "working", "length_km": 326.5}, {"name": "protection", "length_km": 352}]
+RUN_DIR = PAIR.run_dir
 TOLERANCE_MS = 2.0
 PY = [sys.executable, "-m", "drivers.probe"]
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
-def cleanup() -> None:
-    try:
-        pid = int((RUN_DIR / "line.pid").read_text().strip())
-        if b"emulator.line" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.02)
-    except (OSError, ValueError):
-        pass
-    for ns in (NS_A, NS_B):
-        for p in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-            try:
-                os.kill(int(p), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        sh("ip", "netns", "del", ns, check=False)
-    for p in RUN_DIR.glob("*") if RUN_DIR.exists() else []:
-        p.unlink(missing_ok=True)
-    try:
-        RUN_DIR.rmdir()
-    except OSError:
-        pass
-
-
-def mac_of(ns: str, dev: str) -> str:
-    return json.loads(sh("ip", "-j", "-n", ns, "link", "show", dev).stdout)[0]["address"]
-
-
-def setup() -> tuple[subprocess.Popen[bytes], LineControl]:
-    for ns in (NS_A, NS_B):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        for k in ("all", "default"):
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
+def add_veth() -> None:
+    """A veth pair between the two namespaces, beside the line (it goes with the namespaces)."""
     sh("ip", "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B, "netns", NS_B)
     for ns, dev, ip in ((NS_A, VETH_A, V_A), (NS_B, VETH_B, V_B)):
         sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
         sh("ip", "-n", ns, "link", "set", dev, "up")
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    cfg = {"name": "bench-probe", "control_socket": str(RUN_DIR / "line.sock"), "pidfile": str(RUN_DIR / "line.pid"),
-           "ends": [{"netns": NS_A, "ifname": "wan0"}, {"netns": NS_B, "ifname": "wan0"}],
-           "mtu": 1500, "rate_bps": 0, "buffer_ms": 50, "paths": PATHS, "active_path": "working"}
-    (RUN_DIR / "line.json").write_text(json.dumps(cfg))
-    log = open(RUN_DIR / "line.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "emulator.line", "--config", str(RUN_DIR / "line.json")],
-                            cwd=REPO, stdout=log, stderr=log)
-    ctl = LineControl(cfg["control_socket"])
-    ctl.wait_ready(10)
-    for k in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
-        try:  # the forwarders sleep in select between frames; FIFO keeps the emulated timing honest
-            os.sched_setscheduler(int(k), os.SCHED_FIFO, os.sched_param(10))
-        except OSError:
-            pass
-    for ns, ip, peer_ns, peer_ip in ((NS_A, L_A, NS_B, L_B), (NS_B, L_B, NS_A, L_A)):
-        sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", "wan0")
-        sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", mac_of(peer_ns, "wan0"), "dev", "wan0",
-           "nud", "permanent")
-    return proc, ctl
 
 
 def start_recv(iface: str, kind: str, *extra: str) -> subprocess.Popen[str]:
@@ -250,17 +194,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_probe: needs root (namespaces, TAPs, raw sockets)", file=sys.stderr)
         return 2
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    cleanup()
-    proc = None
     ok = True
-    try:
-        proc, ctl = setup()
+    with PAIR as pair:
+        ctl = pair.control
+        add_veth()
         print(f"probe bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start, {NS_A} <-> {NS_B}")
         if "max" not in args.skip:
             bench_max_rate(args.max_count)
@@ -268,18 +205,8 @@ def main() -> int:
             bench_completeness([10_000, 50_000, 100_000], 2.0)
         if "switch" not in args.skip:
             ok = bench_forced(ctl, args.trials, args.pps, args.switch_ms, args.kind)
-        if proc.poll() is not None:
-            raise RuntimeError(f"line exited early with {proc.returncode}")
+        pair.check()
         print(f"load average {os.getloadavg()[0]:.2f} at end")
-    finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        cleanup()
     print(f"summary: forced-switch accuracy {'PASS' if ok else 'MISS'} (+-{TOLERANCE_MS:g} ms, both methods, all trials)")
     return 0 if ok else 1
 

@@ -1,16 +1,15 @@
 """Integration tests of the emulated optical line with real namespaces, TAPs and processes.
 
-Builds two namespaces (dclt-<pid>-a/b: never the lab's dcl-*), runs ``python -m emulator.line``
-between them and drives it through its control socket. Tolerances are generous (a 2-core CI
+Builds two namespaces (dclt-<pid>-a/b: never the lab's dcl-*) and runs ``python -m emulator.line``
+between them (emulator.line.pair.LinePair, which also clears namespaces of crashed runs), and
+drives it through its control socket. Tolerances are generous (a 2-core CI
 box is noisy) but every check still fails if its feature is broken.
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
-import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -27,7 +26,18 @@ import pytest
 
 from emulator.line.control import LineControl, LineRequestError
 from emulator.line.model import propagation_delay_s
-from emulator.line.netns import in_netns
+from emulator.line.pair import (
+    HEADER,
+    LinePair,
+    LineStartError,
+    netns_sock,
+    paced_sender,
+    sh,
+    spawn,
+    start_line,
+    stop_process,
+    udp_echo,
+)
 
 
 def _skip_reason() -> str | None:
@@ -48,87 +58,28 @@ pytestmark = [pytest.mark.lab, pytest.mark.skipif(_skip_reason() is not None, re
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "dclt-"
-NS_A, NS_B = f"{PREFIX}{os.getpid()}-a", f"{PREFIX}{os.getpid()}-b"
-IP_A, IP_B = "198.18.250.1", "198.18.250.2"
-ECHO_PORT, SINK_PORT = 7001, 7002
 PATHS = [{"name": "working", "length_km": 200}, {"name": "protection", "length_km": 1000},
          {"name": "restoration", "length_km": 611}]
+PAIR = LinePair(f"{PREFIX}{os.getpid()}", addrs=("198.18.250.1", "198.18.250.2"), run_dir=f"/tmp/dclt-{os.getpid()}",
+                name="test-wan0", paths=PATHS)
+NS_A, NS_B, IP_A, IP_B = PAIR.ns_a, PAIR.ns_b, PAIR.ip_a, PAIR.ip_b
+ECHO_PORT, SINK_PORT = 7001, 7002
 RTT = {p["name"]: 2 * propagation_delay_s(p["length_km"]) for p in PATHS}
-_ctx = mp.get_context("fork")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
-def delete_ns(ns: str) -> None:
-    for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-    sh("ip", "netns", "del", ns, check=False)
-
-
-def clear_leftovers() -> None:
-    """Delete dclt-<pid>-* namespaces of test runs whose process is gone (crashed runs)."""
-    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        parts = name.split("-")
-        if name.startswith(PREFIX) and len(parts) == 3 and parts[1].isdigit() \
-                and not os.path.exists(f"/proc/{parts[1]}"):
-            delete_ns(name)
-
-
-def netns_sock(ns: str) -> socket.socket:
-    with in_netns(ns):
-        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
 def link_exists(ns: str, dev: str) -> bool:
     return sh("ip", "-n", ns, "link", "show", dev, check=False).returncode == 0
 
 
-def start_line(tmp: Path, ifname: str = "wan0", **over: Any) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    cfg: dict[str, Any] = {
-        "name": f"test-{ifname}", "control_socket": str(tmp / f"{ifname}.sock"),
-        "pidfile": str(tmp / f"{ifname}.pid"),
-        "ends": [{"netns": NS_A, "ifname": ifname}, {"netns": NS_B, "ifname": ifname}],
-        "mtu": 1500, "rate_bps": 0, "buffer_ms": 50, "paths": PATHS, "active_path": "working",
-    }
-    cfg.update(over)
-    path = tmp / f"{ifname}.json"
-    path.write_text(json.dumps(cfg))
-
-    def ino() -> int | None:
-        try:
-            return os.stat(cfg["control_socket"]).st_ino
-        except FileNotFoundError:
-            return None
-
-    stale = ino()  # a socket left by a killed line: wait for the new one to replace it
-    proc = subprocess.Popen([sys.executable, "-m", "emulator.line", "--config", str(path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 10
-    while ino() in (None, stale):
-        if proc.poll() is not None:
-            pytest.fail(f"line exited {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("line did not create its control socket within 10 s")
-        time.sleep(0.02)
-    return proc, cfg
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def start_another_line(tmp: Path, ifname: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """A second line between the same namespaces, on TAPs ``ifname``."""
+    cfg = {**PAIR.config, "name": f"test-{ifname}", "control_socket": str(tmp / f"{ifname}.sock"),
+           "pidfile": str(tmp / f"{ifname}.pid"),
+           "ends": [{"netns": NS_A, "ifname": ifname}, {"netns": NS_B, "ifname": ifname}]}
+    try:
+        return start_line(cfg, tmp / f"{ifname}.json"), cfg
+    except LineStartError as exc:
+        pytest.fail(str(exc))
 
 
 def child_pids(pid: int) -> list[int]:
@@ -141,89 +92,34 @@ def child_pids(pid: int) -> list[int]:
 # --- helpers in forked processes ----------------------------------------------------------------
 
 
-def _child_init() -> None:
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    _libc.prctl(29, 1000)  # PR_SET_TIMERSLACK
-
-
-def _echo(ready: Any) -> None:
-    _child_init()
-    s = netns_sock(NS_B)
-    s.bind((IP_B, ECHO_PORT))
-    ready.send(True)
-    while True:
-        data, addr = s.recvfrom(65536)
-        s.sendto(data, addr)
-
-
-def _paced_sender(pps: float, secs: float, size: int, conn: Any) -> None:
-    """A->B datagrams with (seq, send time) at a steady rate, in bursts every ~1 ms."""
-    _child_init()
-    s = netns_sock(NS_A)
-    s.connect((IP_B, SINK_PORT))
-    pad = bytes(max(0, size - 12))
+def send_stream(pps: float, secs: float, size: int) -> tuple[Any, Any, int]:
+    """Start a paced A->B stream of datagrams carrying (seq, send time) to SINK_PORT; returns
+    (process, pipe that gets (start, interval) when done, number of datagrams)."""
     n = int(pps * secs)
-    start = time.monotonic()
-    seq = 0
-    while seq < n:
-        due = start + seq / pps
-        now = time.monotonic()
-        if due > now:
-            time.sleep(min(due - now, 0.001))
-            continue
-        try:
-            s.send(struct.pack("!Id", seq, now) + pad)
-        except OSError:
-            pass
-        seq += 1
-    conn.send(n)
-
-
-def spawn(target: Any, *args: Any) -> tuple[Any, Any]:
-    parent, child = _ctx.Pipe()
-    p = _ctx.Process(target=target, args=(*args, child), daemon=True)
-    p.start()
-    return p, parent
+    tx, conn = spawn(paced_sender, NS_A, (IP_B, SINK_PORT), n, pps, size)
+    return tx, conn, n
 
 
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    clear_leftovers()
-    tmp = Path(f"/tmp/dclt-{os.getpid()}")
-    tmp.mkdir(exist_ok=True)
-    proc = echo = None
-    try:
-        for ns in (NS_A, NS_B):
-            delete_ns(ns)
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            for k in ("all", "default"):  # keep IPv6 chatter off the line
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
-        proc, cfg = start_line(tmp)
-        macs = {ns: json.loads(sh("ip", "-j", "-n", ns, "link", "show", "wan0").stdout)[0]["address"]
-                for ns in (NS_A, NS_B)}
-        for ns, ip, peer, peer_ip in ((NS_A, IP_A, NS_B, IP_B), (NS_B, IP_B, NS_A, IP_A)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", "wan0")
-            sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", macs[peer], "dev", "wan0",
-               "nud", "permanent")
-        echo, ready = spawn(_echo)
-        ready.recv()
-        prober = netns_sock(NS_A)
-        prober.connect((IP_B, ECHO_PORT))
-        yield {"proc": proc, "cfg": cfg, "ctl": LineControl(cfg["control_socket"]), "prober": prober,
-               "tmp": tmp}
-        prober.close()
-    finally:
-        if echo is not None:
+def echo_lab(pair: LinePair, echo_port: int) -> Iterator[dict[str, Any]]:
+    """``pair`` up, with a UDP echo in B and a prober in A connected to it (see ``probe``)."""
+    with pair:
+        echo, ready = spawn(udp_echo, pair.ns_b, (pair.ip_b, echo_port))
+        try:
+            ready.recv()
+            with pair.sock(pair.ns_a) as prober:
+                prober.connect((pair.ip_b, echo_port))
+                yield {"proc": pair.proc, "cfg": pair.config, "ctl": pair.control, "prober": prober,
+                       "tmp": pair.run_dir}
+        finally:
             echo.kill()
-        if proc is not None:
-            stop(proc)
-        for ns in (NS_A, NS_B):
-            delete_ns(ns)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict[str, Any]]:
+    yield from echo_lab(PAIR, ECHO_PORT)
 
 
 @pytest.fixture
@@ -318,14 +214,14 @@ def test_outage_drops_traffic_for_about_its_length(line: dict[str, Any]) -> None
     sink.bind((IP_B, SINK_PORT))
     sink.settimeout(1.0)
     pps = 2000.0
-    tx, conn = spawn(_paced_sender, pps, 1.2, 64)
+    tx, conn, sent = send_stream(pps, 1.2, 64)
     try:
         seqs: list[int] = []
         t_end = time.monotonic() + 3
         outage = None
         while time.monotonic() < t_end:
             try:
-                seq, _ = struct.unpack_from("!Id", sink.recv(2048))
+                seq, _ = HEADER.unpack_from(sink.recv(2048))
             except TimeoutError:
                 break
             seqs.append(seq)
@@ -333,7 +229,7 @@ def test_outage_drops_traffic_for_about_its_length(line: dict[str, Any]) -> None
                 outage = ctl.outage(200)
                 st = ctl.get()["outage"]
                 assert st["active"] and 150 < st["remaining_ms"] <= 200
-        sent = conn.recv()
+        conn.recv()
     finally:
         tx.join(2)
         sink.close()
@@ -361,7 +257,7 @@ def test_set_rate_limits_throughput(line: dict[str, Any]) -> None:
     sink.bind((IP_B, SINK_PORT))
     ctl.set_rate(80_000_000)
     ctl.reset_counters()
-    tx, conn = spawn(_paced_sender, 14000.0, 2.6, 1400)  # ~160 Mbit/s offered
+    tx, conn, _ = send_stream(14000.0, 2.6, 1400)  # ~160 Mbit/s offered
     try:
         time.sleep(0.3)
         full = _rate_window(ctl, 0.8)
@@ -423,21 +319,21 @@ def test_bad_control_requests_get_clear_errors(line: dict[str, Any]) -> None:
 
 
 def test_sigterm_removes_taps_socket_pidfile_and_processes(lab: dict[str, Any]) -> None:
-    proc, cfg = start_line(lab["tmp"], ifname="wan7")
+    proc, cfg = start_another_line(lab["tmp"], "wan7")
     kids = child_pids(proc.pid)
     assert len(kids) == 2
     assert link_exists(NS_A, "wan7") and link_exists(NS_B, "wan7")
     assert Path(cfg["pidfile"]).exists()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=5)
-    assert proc.returncode == 0, out
+    proc.wait(5)
+    assert proc.returncode == 0, (lab["tmp"] / "wan7.log").read_text()
     assert not os.path.exists(cfg["control_socket"]) and not os.path.exists(cfg["pidfile"])
     assert not link_exists(NS_A, "wan7") and not link_exists(NS_B, "wan7")
     assert not any(os.path.exists(f"/proc/{k}") for k in kids)
 
 
 def test_killed_line_takes_its_taps_along(lab: dict[str, Any]) -> None:
-    proc, cfg = start_line(lab["tmp"], ifname="wan8")
+    proc, cfg = start_another_line(lab["tmp"], "wan8")
     kids = child_pids(proc.pid)
     proc.kill()  # no cleanup code runs: the kernel must do it
     proc.wait(5)
@@ -446,11 +342,11 @@ def test_killed_line_takes_its_taps_along(lab: dict[str, Any]) -> None:
         assert time.monotonic() < deadline, "children or TAPs outlived a SIGKILLed line"
         time.sleep(0.05)
     assert os.path.exists(cfg["control_socket"])  # stale; the next start replaces it
-    proc2, _ = start_line(lab["tmp"], ifname="wan8")
+    proc2, _ = start_another_line(lab["tmp"], "wan8")
     try:
         assert LineControl(cfg["control_socket"]).ping()["pid"] == proc2.pid
     finally:
-        stop(proc2)
+        stop_process(proc2)
 
 
 def test_missing_namespace_fails_clearly(lab: dict[str, Any]) -> None:

@@ -11,12 +11,8 @@ import itertools
 import json
 import math
 import os
-import shutil
-import socket
-import struct
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +20,7 @@ import pytest
 from emulator.line.control import LineRequestError, LineService
 from emulator.line.forwarder import Shared
 from emulator.line.model import LineConfig, ProtectionConfig, propagation_delay_s
+from emulator.line.pair import HEADER, LinePair, netns_sock, paced_sender, spawn
 from emulator.line.protection import EventLog, LineLogic, Refused
 
 NAMES = ["working", "protection", "restoration", "spare"]
@@ -386,89 +383,23 @@ except ImportError:  # pragma: no cover
     ns_helpers = None  # type: ignore[assignment]
 
 LAB_SKIP = ns_helpers._skip_reason() if ns_helpers is not None else "tests.test_line_ns not importable"
-NS_A, NS_B = f"dclt-{os.getpid()}-pa", f"dclt-{os.getpid()}-pb"
-IP_A, IP_B = "198.18.251.1", "198.18.251.2"
 ECHO_PORT, SINK_PORT = 7101, 7102
 PATHS = [{"name": "working", "length_km": 200}, {"name": "protection", "length_km": 1000},
          {"name": "restoration", "length_km": 611}]
 RTT = {p["name"]: 2 * propagation_delay_s(p["length_km"]) for p in PATHS}
 PROT = {"mode": "sncp", "working": "working", "protection": "protection", "hold_off_ms": 0, "switch_ms": 30,
         "revertive": False, "ason": True, "restoration": ["restoration"], "restoration_ms": 300}
-
-
-def _echo(ready: Any) -> None:
-    ns_helpers._child_init()
-    with ns_helpers.in_netns(NS_B):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((IP_B, ECHO_PORT))
-    ready.send(True)
-    while True:
-        data, addr = s.recvfrom(65536)
-        s.sendto(data, addr)
-
-
-def _sender(pps: float, secs: float, ready: Any) -> None:
-    """A->B datagrams carrying (seq, send time), paced; reports how many it sent."""
-    ns_helpers._child_init()
-    with ns_helpers.in_netns(NS_A):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect((IP_B, SINK_PORT))
-    n = int(pps * secs)
-    start = time.monotonic()
-    seq = 0
-    while seq < n:
-        now = time.monotonic()
-        due = start + seq / pps
-        if due > now:
-            time.sleep(min(due - now, 0.0005))
-            continue
-        try:
-            s.send(struct.pack("!Id", seq, now).ljust(64, b"\0"))
-        except OSError:
-            pass
-        seq += 1
-    ready.send(n)
+PAIR = LinePair(f"dclt-{os.getpid()}", suffixes=("pa", "pb"), addrs=("198.18.251.1", "198.18.251.2"),
+                ifname="wanp0", run_dir=f"/tmp/dclt-{os.getpid()}-prot", name="test-wanp0", paths=PATHS,
+                protection=PROT)
+NS_A, NS_B, IP_A, IP_B = PAIR.ns_a, PAIR.ns_b, PAIR.ip_a, PAIR.ip_b
 
 
 @pytest.fixture(scope="module")
 def plab() -> Iterator[dict[str, Any]]:
     if LAB_SKIP is not None:
         pytest.skip(LAB_SKIP)
-    sh, delete_ns = ns_helpers.sh, ns_helpers.delete_ns
-    ns_helpers.clear_leftovers()
-    tmp = Path(f"/tmp/dclt-{os.getpid()}-prot")
-    tmp.mkdir(exist_ok=True)
-    proc = echo = None
-    try:
-        for ns in (NS_A, NS_B):
-            delete_ns(ns)
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            for k in ("all", "default"):
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
-        proc, cfg = ns_helpers.start_line(tmp, ifname="wanp0", paths=PATHS, protection=PROT,
-                                          ends=[{"netns": NS_A, "ifname": "wanp0"},
-                                                {"netns": NS_B, "ifname": "wanp0"}])
-        macs = {ns: json.loads(sh("ip", "-j", "-n", ns, "link", "show", "wanp0").stdout)[0]["address"]
-                for ns in (NS_A, NS_B)}
-        for ns, ip, peer, peer_ip in ((NS_A, IP_A, NS_B, IP_B), (NS_B, IP_B, NS_A, IP_A)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", "wanp0")
-            sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", macs[peer], "dev", "wanp0", "nud", "permanent")
-        echo, ready = ns_helpers.spawn(_echo)
-        ready.recv()
-        with ns_helpers.in_netns(NS_A):
-            prober = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        prober.connect((IP_B, ECHO_PORT))
-        yield {"proc": proc, "cfg": cfg, "ctl": ns_helpers.LineControl(cfg["control_socket"]), "prober": prober}
-        prober.close()
-    finally:
-        if echo is not None:
-            echo.kill()
-        if proc is not None:
-            ns_helpers.stop(proc)
-        for ns in (NS_A, NS_B):
-            delete_ns(ns)
-        shutil.rmtree(tmp, ignore_errors=True)
+    yield from ns_helpers.echo_lab(PAIR, ECHO_PORT)
 
 
 @pytest.fixture
@@ -488,11 +419,11 @@ def stream(line: dict[str, Any], action: Any, pps: float = 2000.0, secs: float =
            at_seq: int = 600) -> tuple[list[tuple[int, float]], int]:
     """Run a paced A->B stream; call ``action()`` once seq ``at_seq`` arrived. Returns
     [(seq, arrival)] and the number sent."""
-    with ns_helpers.in_netns(NS_B):
-        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink = netns_sock(NS_B)
     sink.bind((IP_B, SINK_PORT))
     sink.settimeout(1.0)
-    tx, conn = ns_helpers.spawn(_sender, pps, secs)
+    sent = int(pps * secs)
+    tx, conn = spawn(paced_sender, NS_A, (IP_B, SINK_PORT), sent, pps, 64)
     got: list[tuple[int, float]] = []
     done = False
     try:
@@ -502,12 +433,12 @@ def stream(line: dict[str, Any], action: Any, pps: float = 2000.0, secs: float =
                 data = sink.recv(2048)
             except TimeoutError:
                 break
-            seq, _ = struct.unpack_from("!Id", data)
+            seq, _ = HEADER.unpack_from(data)
             got.append((seq, time.monotonic()))
             if not done and seq >= at_seq:
                 done = True
                 action()
-        sent = conn.recv()
+        conn.recv()
     finally:
         tx.join(2)
         sink.close()

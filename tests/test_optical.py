@@ -2,7 +2,7 @@
 
 Unit tests run each personality against a fake line implementing LineControl's contract
 (including the protection ops); the ``lab`` tests at the end run the real line between two
-namespaces (root only)."""
+namespaces dclo-<pid>-a/b (emulator.line.pair.LinePair; root only)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from lxml import etree
 from ncclient import manager
 from ncclient.operations import RPCError
 
+from emulator.line.pair import LinePair, sh, stop_process
 from emulator.optical import make_device, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -591,15 +592,14 @@ def _lab_skip() -> str | None:
     return None
 
 
-LAB_NS = (f"dclo-{os.getpid()}-a", f"dclo-{os.getpid()}-b")
-LAB_IP = ("198.18.251.1", "198.18.251.2")
 LAB_SCALE = 0.0001  # 800G -> 80 Mbit/s on the emulated line
 LAB_PATHS = [{"name": "working", "kind": "working", "length_km": 329, "roadms": ["dc-a-roadm", "dc-b-roadm"]},
              {"name": "protection", "kind": "protection", "length_km": 1000, "roadms": ["dc-a-roadm", "dc-b-roadm"]}]
-
-
-def _sh(*a, check=True):
-    return subprocess.run(a, check=check, capture_output=True, text=True)
+LAB_PAIR = LinePair(f"dclo-{os.getpid()}", addrs=("198.18.251.1", "198.18.251.2"), name="dclo-line",
+                    rate_bps=int(800e9 * LAB_SCALE),
+                    paths=[{"name": p["name"], "length_km": p["length_km"]} for p in LAB_PATHS])
+LAB_NS = (LAB_PAIR.ns_a, LAB_PAIR.ns_b)
+LAB_IP = (LAB_PAIR.ip_a, LAB_PAIR.ip_b)
 
 
 def _free_port() -> int:
@@ -610,50 +610,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab_line(tmp_path_factory):
+def lab_line():
     reason = _lab_skip()
     if reason:
         pytest.skip(reason)
-    from emulator.line.control import LineControl
-    tmp = tmp_path_factory.mktemp("dclo")
-    procs = []
-    try:
-        for ns in LAB_NS:
-            _sh("ip", "netns", "del", ns, check=False)
-            _sh("ip", "netns", "add", ns)
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            for k in ("all", "default"):
-                _sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
-        sock = str(tmp / "line.sock")
-        cfg = {"name": "dclo-line", "control_socket": sock, "ends": [{"netns": LAB_NS[0], "ifname": "wan0"},
-                                                                     {"netns": LAB_NS[1], "ifname": "wan0"}],
-               "mtu": 1500, "rate_bps": int(800e9 * LAB_SCALE), "buffer_ms": 50,
-               "paths": [{"name": p["name"], "length_km": p["length_km"]} for p in LAB_PATHS],
-               "active_path": "working"}
-        (tmp / "line.json").write_text(json.dumps(cfg))
-        procs.append(subprocess.Popen([sys.executable, "-m", "emulator.line", "--config", str(tmp / "line.json")],
-                                      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        ctl = LineControl(sock)
-        assert wait_for(lambda: os.path.exists(sock), 10)
-        ctl.wait_ready(10)
-        macs = {ns: json.loads(_sh("ip", "-j", "-n", ns, "link", "show", "wan0").stdout)[0]["address"]
-                for ns in LAB_NS}
-        for i, ns in enumerate(LAB_NS):
-            _sh("ip", "-n", ns, "addr", "add", f"{LAB_IP[i]}/30", "dev", "wan0")
-            _sh("ip", "-n", ns, "neigh", "replace", LAB_IP[1 - i], "lladdr", macs[LAB_NS[1 - i]], "dev", "wan0",
-                "nud", "permanent")
-        procs.append(subprocess.Popen(["ip", "netns", "exec", LAB_NS[1], "iperf3", "-s", "-B", LAB_IP[1]],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        yield {"tmp": tmp, "sock": sock, "ctl": ctl}
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for ns in LAB_NS:
-            _sh("ip", "netns", "del", ns, check=False)
+    with LAB_PAIR as pair:
+        iperf = subprocess.Popen(["ip", "netns", "exec", LAB_NS[1], "iperf3", "-s", "-B", LAB_IP[1]],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield {"tmp": pair.run_dir, "sock": pair.config["control_socket"], "ctl": pair.control}
+        finally:
+            stop_process(iperf)
 
 
 @pytest.fixture
@@ -687,14 +654,14 @@ def lab_device(lab_line, keys, home):
 
 
 def _udp_mbps(seconds=3) -> float:
-    r = _sh("ip", "netns", "exec", LAB_NS[0], "iperf3", "-c", LAB_IP[1], "-u", "-b", "200M", "-t", str(seconds),
-            "-l", "1400", "-J")
+    r = sh("ip", "netns", "exec", LAB_NS[0], "iperf3", "-c", LAB_IP[1], "-u", "-b", "200M", "-t", str(seconds),
+           "-l", "1400", "-J")
     return json.loads(r.stdout)["end"]["sum"]["bits_per_second"] / 1e6 * \
         (1 - json.loads(r.stdout)["end"]["sum"]["lost_percent"] / 100)
 
 
 def _rtt_ms() -> float:
-    r = _sh("ip", "netns", "exec", LAB_NS[0], "ping", "-c", "7", "-i", "0.05", "-q", LAB_IP[1])
+    r = sh("ip", "netns", "exec", LAB_NS[0], "ping", "-c", "7", "-i", "0.05", "-q", LAB_IP[1])
     return float(r.stdout.strip().splitlines()[-1].split("=")[1].split("/")[0])  # min
 
 

@@ -1,15 +1,15 @@
 """Tests of the probe traffic (drivers.probe): the test-set analysis on synthetic streams, the
 frames scapy builds and the sender patches, the CLI's errors, and (marked ``lab``, root only)
 sender and receiver as separate processes over two namespaces dclp-a/dclp-b joined by the
-emulated optical line: a 50 ms outage measures ~50 ms by both methods, a switch to a longer
-path shows the delay change. Never touches the lab's dcl-* namespaces."""
+emulated optical line (emulator.line.pair.LinePair): a 50 ms outage measures ~50 ms by both
+methods, a switch to a longer path shows the delay change. Never touches the lab's dcl-*
+namespaces."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +23,7 @@ from drivers.probe import FrameSpec, Records, analyze, build_packet, build_templ
 from drivers.probe.frames import HEADER_LEN, MAGIC, PSN_MOD
 from drivers.probe.wire import udp_port_filter
 from emulator.line.model import propagation_delay_s
+from emulator.line.pair import LinePair, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 MS = 1_000_000  # ns
@@ -260,83 +261,17 @@ def _skip_reason() -> str | None:
     return None
 
 
-NS_A, NS_B = "dclp-a", "dclp-b"
-IP_A, IP_B = "198.19.252.1", "198.19.252.2"
 PATHS = [{"name": "working", "length_km": 200}, {"name": "long", "length_km": 2000}]  # 1 ms / 10 ms one way
+PAIR = LinePair("dclp", addrs=("198.19.252.1", "198.19.252.2"), run_dir=f"/tmp/dclp-test-{os.getpid()}",
+                name="probe-test", paths=PATHS, realtime=True)  # realtime: see realtime_forwarders
+NS_A, NS_B, IP_B = PAIR.ns_a, PAIR.ns_b, PAIR.ip_b
 PPS = 10_000
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
-def _del_ns(ns: str) -> None:
-    for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-    sh("ip", "netns", "del", ns, check=False)
-
-
-def _realtime_forwarders(line_pid: int) -> None:
-    """SCHED_FIFO for the line's forwarding children (they sleep in select between frames): on a
-    2-core box shared with other work, a preempted forwarder would read a backlog late and
-    stretch the outage it emulates, which is the emulator's error, not the probe's."""
-    try:
-        kids = Path(f"/proc/{line_pid}/task/{line_pid}/children").read_text().split()
-        for k in kids:
-            os.sched_setscheduler(int(k), os.SCHED_FIFO, os.sched_param(10))
-    except OSError:
-        pass
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def line_ns() -> Iterator[dict[str, Any]]:
-    from emulator.line.control import LineControl
-
-    tmp = Path(f"/tmp/dclp-test-{os.getpid()}")
-    line = None
-    for ns in (NS_A, NS_B):
-        _del_ns(ns)  # leftovers of a crashed run
-    try:
-        tmp.mkdir(exist_ok=True)
-        for ns in (NS_A, NS_B):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            for k in ("all", "default"):
-                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1")
-        cfg = {"name": "probe-test", "control_socket": str(tmp / "line.sock"), "pidfile": str(tmp / "line.pid"),
-               "ends": [{"netns": NS_A, "ifname": "wan0"}, {"netns": NS_B, "ifname": "wan0"}],
-               "mtu": 1500, "rate_bps": 0, "buffer_ms": 50, "paths": PATHS, "active_path": "working"}
-        (tmp / "line.json").write_text(json.dumps(cfg))
-        line = subprocess.Popen([sys.executable, "-m", "emulator.line", "--config", str(tmp / "line.json")],
-                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ctl = LineControl(cfg["control_socket"])
-        ctl.wait_ready(10)
-        _realtime_forwarders(line.pid)
-        macs = {ns: json.loads(sh("ip", "-j", "-n", ns, "link", "show", "wan0").stdout)[0]["address"]
-                for ns in (NS_A, NS_B)}
-        for ns, ip, peer, peer_ip in ((NS_A, IP_A, NS_B, IP_B), (NS_B, IP_B, NS_A, IP_A)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", "wan0")
-            sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", macs[peer], "dev", "wan0", "nud", "permanent")
-        yield {"ctl": ctl, "tmp": tmp, "mac_b": macs[NS_B]}
-    finally:
-        if line is not None:
-            _stop(line)
-        for ns in (NS_A, NS_B):
-            _del_ns(ns)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with PAIR as pair:
+        yield {"ctl": pair.control, "tmp": pair.run_dir, "mac_b": pair.mac(NS_B)}
 
 
 def run_probe(kind: str, secs: float, action_at: float, action: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -368,7 +303,7 @@ def run_probe(kind: str, secs: float, action_at: float, action: Any) -> tuple[di
     finally:
         for p in (tx, rx):
             if p is not None:
-                _stop(p)
+                stop_process(p)
 
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,21 +136,21 @@ def check_allowed(inv: Inventory, kind: str, devices: list[str], paths: list[str
                            "may be disturbed")
 
 
-class Fault:
+class Fault(ABC):
     KIND: ClassVar[str] = "fault"
 
     # --- what a fault defines ------------------------------------------------------------------
     @property
-    def target(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def target(self) -> str: ...
 
+    @abstractmethod
     def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
         """(devices, fiber paths) this fault sends actions to; all must be allowed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
         """(apply, undo) steps; ``ctx`` holds what preflight read ({} for a dry run)."""
-        raise NotImplementedError
 
     def preflight(self, tb: Testbed) -> dict[str, Any]:
         """Read-only: capabilities and state; raise FaultRefused before anything is sent."""

@@ -131,8 +131,10 @@ class GpuNode:
         wrapper shell's pid), output (stdout+stderr) appended to ``log_path`` and streamed back
         line by line.  ``tee -p`` keeps the log going if this controller disconnects."""
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"PYTHONUNBUFFERED": "1", **(env or {})}.items())
-        inner = f'echo "{PGID_TAG} $$"; {envs} sh -c "$1" 2>&1 | tee -p -a "$2"; exit "${{PIPESTATUS:-0}}"'
-        wrapper = f"setsid -w sh -c {shlex.quote(inner)} dcilab-job {shlex.quote(cmd)} {shlex.quote(log_path)}"
+        # bash, not sh: the job's exit status is PIPESTATUS[0] (dash has no PIPESTATUS and would
+        # report the status of tee)
+        inner = f'echo "{PGID_TAG} $$"; {envs} sh -c "$1" 2>&1 | tee -p -a "$2"; exit "${{PIPESTATUS[0]}}"'
+        wrapper = f"setsid -w bash -c {shlex.quote(inner)} dcilab-job {shlex.quote(cmd)} {shlex.quote(log_path)}"
         chan = self._exec(wrapper, self.target.timeout_s)
         chan.settimeout(None)
         job = RemoteJob(self, chan, cmd, log_path, on_line)

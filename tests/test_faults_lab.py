@@ -148,9 +148,10 @@ def test_forced_protection_switch_disrupts_within_the_switch_time(emulated_lab: 
     # two disruptions (> 10 ms): the switch to protection, and the undo's switch back to working
     d = rep["disruptions"]
     assert d["count"] == 2, d
-    assert switch_ms - 1 <= d["longest_ms"] <= switch_ms + 3, d
-    assert switch_ms - 1 <= d["shortest_ms"] <= switch_ms + 3, d
-    assert 2 * (switch_ms - 1) <= rep["sdt_loss_ms"] <= 2 * (switch_ms + 3), rep["sdt_loss_ms"]
+    # below: the issue's +-2 ms; above: +3 ms, one send interval and the sender's own scheduling
+    assert switch_ms - 2 <= d["longest_ms"] <= switch_ms + 3, d
+    assert switch_ms - 2 <= d["shortest_ms"] <= switch_ms + 3, d
+    assert 2 * (switch_ms - 2) <= rep["sdt_loss_ms"] <= 2 * (switch_ms + 3), rep["sdt_loss_ms"]
     assert line.get()["active_path"] == "working"
 
 

@@ -22,13 +22,14 @@ Exit codes: 0 clean stop (SIGTERM/SIGINT), 1 runtime failure, 2 bad config or ar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, NoReturn
+
+from emulator.jsonfile import read_json
 
 PROG = "emulator.gateway"
 
@@ -55,11 +56,9 @@ def _str(d: dict[str, Any], key: str, where: str, required: bool = True) -> str 
 def load_config(path: str) -> dict[str, Any]:
     """Read and check the config; every problem is a ConfigError with one line."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+        data = read_json(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be an object")
     known = {"hostname", "listen", "host_key", "auth", "ports", "saved_config", "state_dir", "pidfile"}

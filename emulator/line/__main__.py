@@ -9,11 +9,12 @@ processes. Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or argument
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 from typing import NoReturn
+
+from emulator.jsonfile import read_json
 
 from .control import ControlServer, LineService
 from .forwarder import Shared, start_forwarders, stop_forwarders
@@ -32,13 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 def load_config(path: str) -> LineConfig:
     """Read and validate the JSON config; every failure is a ValueError with one clear line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     try:
         return LineConfig.from_dict(data)
     except ValueError as exc:

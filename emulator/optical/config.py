@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from emulator.jsonfile import read_json
 
 ROLES = {"otn_terminal": ("openconfig", "openroadm"), "roadm": ("openroadm",)}
 
@@ -189,13 +190,7 @@ def parse_config(d: Any) -> DeviceConfig:
 
 
 def load_config(path: str) -> DeviceConfig:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     try:
         return parse_config(data)
     except ValueError as exc:

@@ -14,7 +14,7 @@ from emulator.lab.plan import LabPlan
 from emulator.line.control import LineControl
 from testbed import connect as tc
 from testbed.inventory import Inventory
-from tests.test_lab import iperf_gbps
+from tests.test_lab import iperf_gbps, line_baseline
 
 pytestmark = pytest.mark.lab
 
@@ -26,17 +26,6 @@ def wait_for(pred: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return pred()
-
-
-def baseline(plan: LabPlan, inventory: Inventory) -> None:
-    """800G, working path, no request, no cut, no BER."""
-    line = LineControl(plan.line_socket)
-    for p in ("working", "protection", "restoration"):
-        line.set_path_up(p, True)
-        line.set_ber(p, 0.0)
-    line.protection_switch("force", to="working")
-    line.protection_switch("release")
-    line.set_rate(plan.line.rate_bps)
 
 
 @pytest.mark.parametrize("end", ["a", "z"])
@@ -66,7 +55,7 @@ def test_otn_rate_800_400_800_on_the_line_and_300g_refused(emulated_lab: LabPlan
             otn.set_line_rate(800)
         finally:
             otn.close()
-            baseline(emulated_lab, inventory)
+            line_baseline(emulated_lab)
 
 
 @pytest.mark.parametrize("end", ["a", "z"])
@@ -93,7 +82,7 @@ def test_force_switch_moves_the_line_and_notifies_then_release(emulated_lab: Lab
             otn.request_switch("release")
         finally:
             otn.close()
-            baseline(emulated_lab, inventory)
+            line_baseline(emulated_lab)
 
 
 def test_roadm_cut_switches_sncp_then_repair_and_ber_shows_in_pm(emulated_lab: LabPlan,
@@ -126,7 +115,7 @@ def test_roadm_cut_switches_sncp_then_repair_and_ber_shows_in_pm(emulated_lab: L
         roadm.clear_ber("working")
         roadm.close()
         otn.close()
-        baseline(emulated_lab, inventory)
+        line_baseline(emulated_lab)
     assert all(p["up"] and p["ber"] == 0 for p in line.get()["paths"])
 
 

@@ -24,23 +24,12 @@ from emulator.line.model import propagation_delay_s
 from testbed.faults import (BandwidthDrop, BitErrors, FaultRefused, FiberCut, ProtectionSwitch, Testbed,
                             check_baseline, restore)
 from testbed.inventory import Inventory
-from tests.test_lab import iperf_gbps
+from tests.test_lab import iperf_gbps, line_baseline
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
 PPS = 10_000
-
-
-def line_baseline(plan: LabPlan) -> None:
-    """Back to 800G on working, no request, no cut, no BER, whatever a test did."""
-    line = LineControl(plan.line_socket)
-    for p in ("working", "protection", "restoration"):
-        line.set_path_up(p, True)
-        line.set_ber(p, 0.0)
-    line.protection_switch("force", to="working")
-    line.protection_switch("release")
-    line.set_rate(plan.line.rate_bps)
 
 
 @pytest.fixture

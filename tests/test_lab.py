@@ -54,6 +54,17 @@ def iperf_gbps(plan: LabPlan, client: str, server: str, seconds: float = 2.0) ->
         proc.wait()
 
 
+def line_baseline(plan: LabPlan) -> None:
+    """Back to 800G on the working path, no request, no cut, no BER, whatever a test did."""
+    line = LineControl(plan.line_socket)
+    for p in plan.line.paths:
+        line.set_path_up(p.name, True)
+        line.set_ber(p.name, 0.0)
+    line.protection_switch("force", to=plan.line.paths_of("working")[0].name)
+    line.protection_switch("release")
+    line.set_rate(plan.line.rate_bps)
+
+
 def gpu_nodes(inventory: Inventory) -> list[str]:
     return [d.name for d in inventory.devices_of(DeviceKind.GPU_NODE)]
 

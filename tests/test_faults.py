@@ -21,7 +21,7 @@ from drivers.errors import EditRejected, Unsupported
 from drivers.otn.base import Protection
 from drivers.roadm import Degree, Restoration
 from testbed.cli import main
-from testbed.faults import (BandwidthDrop, BitErrors, FaultRefused, FiberCut, Interrupted, Journal, ProtectionSwitch,
+from testbed.faults import (BandwidthDrop, BitErrors, ConvergenceRatio, FaultRefused, FiberCut, Interrupted, Journal, ProtectionSwitch,
                             Testbed, UndoFailed, check_baseline, interrupts_as_exceptions, restore)
 from testbed.inventory import InventoryError, load_inventory
 
@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATED = ROOT / "inventory" / "emulated.yaml"
 REAL = ROOT / "inventory" / "lab.example.yaml"
 PATHS = ("working", "protection", "restoration")
-BASE = {"rate": {"dc-a-otn": 800, "dc-b-otn": 800}, "active": "working", "request": "none",
+BASE = {"rate": {"dc-a-otn": 800, "dc-b-otn": 800}, "shaping": {"dc-a-gw": None, "dc-b-gw": None},
+        "active": "working", "request": "none",
         "paths": {p: {"up": True, "ber": 0.0} for p in PATHS}, "calls": []}
 
 
@@ -77,6 +78,16 @@ class FakeGear:
             if kind in ("force", "manual"):
                 s["active"] = to
         return self._edit(f"request_switch {kind} {to}", fn)
+
+    # gateway
+    def shaping_kbps(self) -> int | None:
+        return self._load()["shaping"][self.name]
+
+    def set_wan_shaping(self, rate_kbps: int) -> str:
+        return self._edit(f"set_wan_shaping {rate_kbps}", lambda s: s["shaping"].__setitem__(self.name, rate_kbps))
+
+    def clear_wan_shaping(self) -> str:
+        return self._edit("clear_wan_shaping", lambda s: s["shaping"].__setitem__(self.name, None))
 
     # ROADM
     def degree_on(self, path: str) -> Degree:
@@ -137,7 +148,8 @@ def never_connect(inv, name: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("fault", [BandwidthDrop("dci-otn", 400), BitErrors("working", 1e-6),
-                                   ProtectionSwitch("dci-otn", "force"), FiberCut("working")])
+                                   ProtectionSwitch("dci-otn", "force"), FiberCut("working"),
+                                   ConvergenceRatio("dci-otn", 16)])
 def test_real_gear_template_refuses_every_fault_before_connecting(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inv = load_inventory(REAL)
     tb = Testbed(inv, connect=never_connect, journal=tmp_path / "j")
@@ -188,6 +200,26 @@ def test_300g_is_refused_with_the_supported_rates_and_nothing_sent(lab: Lab) -> 
         BandwidthDrop("dci-otn", 800).plan(lab.testbed())
 
 
+def test_convergence_ratio_shapes_both_gateways_and_puts_back_what_was_there(lab: Lab) -> None:
+    """16:1 over the emulated 3200G fabric = 200G of WAN = 250 Mbit/s at the lab's 0.00125 scale;
+    the physical 4:1 needs no step; below it is refused; a shaper that was there before comes back."""
+    tb = lab.testbed()
+    assert ConvergenceRatio("dci-otn", 4).plan(tb) == ([], [])
+    with pytest.raises(FaultRefused, match="physical convergence is 4:1"):
+        ConvergenceRatio("dci-otn", 2).plan(tb)
+    apply, undo = ConvergenceRatio("dci-otn", 8).plan(tb)
+    assert [(s.device, s.op, s.args) for s in apply] == [("dc-a-gw", "set_wan_shaping", {"rate_kbps": 500_000}),
+                                                          ("dc-b-gw", "set_wan_shaping", {"rate_kbps": 500_000})]
+    assert [s.op for s in undo] == ["clear_wan_shaping"] * 2
+    assert check_baseline(tb) == []
+    lab.state.write_text(json.dumps({**lab.s, "shaping": {"dc-a-gw": 123, "dc-b-gw": None}}))
+    assert check_baseline(tb) == ["dc-a-gw: WAN shaped to 123 kbit/s, baseline unshaped (physical convergence)"]
+    with ConvergenceRatio("dci-otn", 16).applied(tb) as rec:
+        assert lab.s["shaping"] == {"dc-a-gw": 250_000, "dc-b-gw": 250_000}
+        assert rec.details["before_kbps"] == {"dc-a-gw": 123, "dc-b-gw": None}
+    assert lab.s["shaping"] == {"dc-a-gw": 123, "dc-b-gw": None}
+
+
 def test_journal_is_written_before_apply_and_cleared_after_the_verified_undo(lab: Lab) -> None:
     tb = lab.testbed()
     with BandwidthDrop("dci-otn", 400).applied(tb) as rec:
@@ -210,6 +242,7 @@ def test_journal_is_written_before_apply_and_cleared_after_the_verified_undo(lab
     (ProtectionSwitch("dci-otn", "force"), lambda s: (s["active"], s["request"]) == ("protection", "force")),
     (ProtectionSwitch("dci-otn", "lockout"), lambda s: (s["active"], s["request"]) == ("working", "lockout")),
     (FiberCut("working"), lambda s: not s["paths"]["working"]["up"] and s["active"] == "protection"),
+    (ConvergenceRatio("dci-otn", 16), lambda s: s["shaping"] == {"dc-a-gw": 250_000, "dc-b-gw": 250_000}),
 ])
 def test_an_exception_in_the_block_undoes_the_fault(lab: Lab, fault, check) -> None:  # type: ignore[no-untyped-def]
     tb = lab.testbed()

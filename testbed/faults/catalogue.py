@@ -507,9 +507,83 @@ class FiberCut(Fault):
             raise UndoFailed(f"{self.KIND} {self.path}: after the undo {ctx['roadm']} reads {problem}")
 
 
+def _gateways(s: Service) -> list[str]:
+    return [s.a_end.gateway, s.z_end.gateway]
+
+
+def physical_ratio(inv: Inventory, service: str, site: str) -> float:
+    """The site's convergence ratio without shaping: site fabric / the service's client capacity
+    (the trial's 3200G fabric over 2 x 400G client ports = 4:1)."""
+    s = _service(inv, service)
+    return inv.site(site).fabric_gbps / s.client_ports.gbps
+
+
+@dataclass(frozen=True)
+class ConvergenceRatio(Fault):
+    """The gateways of both ends shape the WAN to give each site a ``ratio``:1 convergence (site
+    fabric / WAN bandwidth), as the trial's gateways did for 8:1 and 16:1.  A test condition
+    rather than a failure, but it changes gear like a fault, so it is journaled, allow-listed and
+    undone the same way.  The physical ratio (no shaping) needs no step; a smaller one is refused:
+    shaping cannot add bandwidth."""
+
+    service: str
+    ratio: float
+    KIND: ClassVar[str] = "ConvergenceRatio"
+
+    @property
+    def target(self) -> str:
+        return f"{self.service}@{self.ratio:g}:1"
+
+    def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
+        s = _service(inv, self.service)
+        return [g for g in _gateways(s) if self._kbps(inv, g) is not None], []
+
+    def _kbps(self, inv: Inventory, gateway: str) -> int | None:
+        """The CIR for this gateway, None at the physical ratio."""
+        from testbed.connect import wan_shaping_kbps
+        site = inv.device(gateway).site
+        phys = physical_ratio(inv, self.service, site)
+        if not self.ratio > 0 or self.ratio < phys - 1e-9:
+            raise FaultRefused(f"{self.KIND} {self.target} refused: site {site}'s physical convergence is "
+                               f"{phys:g}:1 (fabric {inv.site(site).fabric_gbps:g}G over the service's client "
+                               f"ports); shaping can only raise the ratio", (f">= {phys:g}",))
+        if abs(self.ratio - phys) < 1e-9:
+            return None
+        return wan_shaping_kbps(inv, site, self.ratio)
+
+    def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
+        before = ctx.get("before_kbps", {})
+        apply, undo = [], []
+        for g in self.touches(inv)[0]:
+            k = self._kbps(inv, g)
+            apply.append(Step(g, "set_wan_shaping", {"rate_kbps": k}, f"WAN shaping CIR {k} kbit/s ({self.ratio:g}:1)"))
+            if before.get(g):
+                undo.append(Step(g, "set_wan_shaping", {"rate_kbps": before[g]}, f"WAN shaping back to {before[g]}"))
+            else:
+                undo.append(Step(g, "clear_wan_shaping", {}, "WAN shaping removed (physical convergence)"))
+        return apply, undo
+
+    def preflight(self, tb: Testbed) -> dict[str, Any]:
+        self.steps(tb.inv, {})
+        return {"before_kbps": {g: tb.driver(g).shaping_kbps() for g in self.touches(tb.inv)[0]}}
+
+    def verify(self, tb: Testbed, ctx: dict[str, Any]) -> dict[str, Any]:
+        got = {g: tb.driver(g).shaping_kbps() for g in self.touches(tb.inv)[0]}
+        want = {g: self._kbps(tb.inv, g) for g in got}
+        if got != want:
+            raise FaultNotInEffect(f"{self.KIND} {self.target}: gateways read back CIR {got} kbit/s, not {want}")
+        return {"shaping_kbps": got, "before_kbps": ctx["before_kbps"]}
+
+    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
+        got = {g: tb.driver(g).shaping_kbps() for g in self.touches(tb.inv)[0]}
+        if got != ctx["before_kbps"]:
+            raise UndoFailed(f"{self.KIND} {self.target}: gateways read back CIR {got} after the undo, "
+                             f"not {ctx['before_kbps']}")
+
+
 def fault_from_args(kind: str, args: list[str]) -> Fault:
     """CLI form: bandwidth-drop SERVICE RATE | bit-errors PATH BER | protection-switch SERVICE KIND |
-    fiber-cut PATH."""
+    fiber-cut PATH | convergence-ratio SERVICE RATIO."""
     k = kind.lower().replace("_", "-")
     try:
         if k in ("bandwidth-drop", "bandwidthdrop"):
@@ -524,6 +598,10 @@ def fault_from_args(kind: str, args: list[str]) -> Fault:
         if k in ("fiber-cut", "fibercut"):
             (path,) = args
             return FiberCut(path)
+        if k in ("convergence-ratio", "convergenceratio"):
+            service, ratio = args
+            return ConvergenceRatio(service, float(ratio.split(":")[0]))
     except ValueError:
         raise FaultRefused(f"bad arguments for {kind}: {' '.join(args)} ({fault_from_args.__doc__})") from None
-    raise FaultRefused(f"unknown fault kind {kind!r}: use bandwidth-drop, bit-errors, protection-switch or fiber-cut")
+    raise FaultRefused(f"unknown fault kind {kind!r}: use bandwidth-drop, bit-errors, protection-switch, fiber-cut "
+                       "or convergence-ratio")

@@ -44,6 +44,8 @@ OPS: dict[str, Any] = {
     "repair_path_fiber": _repair,
     "inject_ber": lambda d, path, ber: d.inject_ber(path, float(ber)),
     "clear_ber": lambda d, path: d.clear_ber(path),
+    "set_wan_shaping": lambda d, rate_kbps: d.set_wan_shaping(int(rate_kbps)),
+    "clear_wan_shaping": lambda d: d.clear_wan_shaping(),
 }
 
 

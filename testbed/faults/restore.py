@@ -94,6 +94,10 @@ def check_baseline(tb: Testbed) -> list[str]:
                     out.append(f"{t}: traffic on {p.active_path}, baseline working")
                 if p is not None and p.request_state != "none":
                     out.append(f"{t}: protection request {p.request_state}, baseline none")
+        for g in (s.a_end.gateway, s.z_end.gateway):
+            cir = read(f"{g} WAN shaping", lambda g=g: tb.driver(g).shaping_kbps())
+            if cir is not None:
+                out.append(f"{g}: WAN shaped to {cir} kbit/s, baseline unshaped (physical convergence)")
         roadm = inv.fiber_path(s.working_path).roadms[0]
         st = read(f"{roadm} restoration", lambda: tb.driver(roadm).restoration())
         if st is not None and st.active_path != s.working_path:

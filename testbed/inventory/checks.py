@@ -93,6 +93,9 @@ def _devices(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
             endpoints[key] = d.name
         if d.python is not None and d.kind != DeviceKind.GPU_NODE:
             yield (("devices", i, "python"), "only a gpu_node has a Python environment", "remove 'python'")
+        if d.data_interface is not None and d.kind != DeviceKind.GPU_NODE:
+            yield (("devices", i, "data_interface"), "only a gpu_node names its data interface",
+                   "remove 'data_interface'")
         if d.data_address is not None and d.kind not in (DeviceKind.GPU_NODE, DeviceKind.GATEWAY):
             yield (("devices", i, "data_address"), "only GPU nodes and gateways sit on the site fabric",
                    "remove 'data_address'")

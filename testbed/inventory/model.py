@@ -132,6 +132,10 @@ class Device(Strict):
     data_address: ipaddress.IPv4Address | None = Field(
         None, description="address on the site fabric (GPU nodes, gateways): training traffic")
     python: str | None = Field(None, description="GPU node: the Python interpreter of the node's environment")
+    data_interface: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$",
+        description="GPU node: the interface holding data_address (probe traffic, NCCL/gloo socket); "
+                    "emulated nodes: fab0")
     vendor: str | None = None
     model: str | None = None
     fault_injection: bool = Field(

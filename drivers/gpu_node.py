@@ -15,6 +15,7 @@ import paramiko
 
 from . import SshTarget, map_ssh_error, pinned_host_key
 from .errors import DeviceUnreachable, DriverError, EditRejected, Timeout
+from .facts import NODE_FACTS_SCRIPT, NodeFacts, parse_node_facts
 
 PGID_TAG = "DCILAB-PGID"
 
@@ -102,6 +103,18 @@ class GpuNode:
         if r.rc != 0:
             raise EditRejected(f"{cmd!r} exited {r.rc}: {(r.stderr or r.stdout).strip()[-300:]}", self.name)
         return r
+
+    def facts(self, python: str = "python3", timeout: float = 120.0) -> NodeFacts:
+        """Python, torch, CUDA/NCCL or gloo, kernel and hostname as ``python`` (the interpreter
+        jobs run with: what matters is what training will import) reports them, in one command."""
+        r = self.run(f"{shlex.quote(python)} -c {shlex.quote(NODE_FACTS_SCRIPT)}", timeout)
+        if r.rc != 0:
+            raise DriverError(f"{python} could not report its facts (exit {r.rc}): "
+                              f"{(r.stderr or r.stdout).strip()[-300:]}", self.name)
+        try:
+            return parse_node_facts(r.stdout)
+        except ValueError as exc:
+            raise DriverError(f"{python}: {exc}", self.name) from None
 
     def _sftp(self) -> paramiko.SFTPClient:
         try:

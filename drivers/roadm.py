@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 from . import SshTarget
 from .errors import EditRejected, Unsupported
+from .facts import DeviceFacts
 from .otn.netconf import NetconfDevice, children, first, local, text
+from .otn.openroadm import read_info
 
 DEV = "http://org/openroadm/device"
 BENCH = "urn:dcilab:emulator:bench"
@@ -116,6 +118,10 @@ class Roadm(BenchActions):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def facts(self) -> DeviceFacts:
+        """Vendor, model, software version, serial (OpenROADM ``info``) and YANG modules."""
+        return read_info(self.nc)
 
     def degrees(self) -> list[Degree]:
         return parse_degrees(self.nc.get(f'<org-openroadm-device xmlns="{DEV}"><degree/><interface/>'

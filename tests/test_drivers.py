@@ -3,6 +3,7 @@ resolution errors, normalisation of protection and PM."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from lxml import etree
 
 from drivers import SshTarget, open_socket
 from drivers.errors import DeviceUnreachable, Unsupported
+from drivers.facts import modules_from_capabilities, parse_node_facts
 from drivers.gateway import DIALECTS, shaping_kbps_for_ratio
 from drivers.gateway.base import cli_errors, parse, parse_counters, render
 from drivers.otn import check_rate, q_from_ber
@@ -149,3 +151,82 @@ def test_ssh_target_needs_a_host_key_check_and_unreachable_is_quick() -> None:
     s.close()   # nothing listens there now: refused at once
     with pytest.raises(DeviceUnreachable, match="cannot connect"):
         open_socket(SshTarget("127.0.0.1", port, "u", password="p", fingerprint="SHA256:" + "A" * 43, timeout_s=2))
+
+
+# --- device facts (the testbed snapshot) from real-gear-shaped answers ----------------------------------
+def test_modules_come_from_the_hello_capabilities() -> None:
+    caps = ["urn:ietf:params:netconf:base:1.1", "urn:ietf:params:netconf:capability:candidate:1.0",
+            "urn:ietf:params:netconf:capability:with-defaults:1.0?basic-mode=explicit",
+            "http://org/openroadm/device?module=org-openroadm-device&revision=2020-05-29",
+            ("http://openconfig.net/yang/platform?module=openconfig-platform&revision=2025-01-30"
+             "&deviations=cisco-xr-openconfig-platform-deviations"),
+            "urn:ietf:params:xml:ns:yang:ietf-yang-types?module=ietf-yang-types"]
+    assert modules_from_capabilities(caps) == {"ietf-yang-types": "", "openconfig-platform": "2025-01-30",
+                                               "org-openroadm-device": "2020-05-29"}
+
+
+def _components(*comps: tuple[str, dict[str, str]]) -> etree._Element:
+    body = "".join(f"<component><name>{n}</name><state><name>{n}</name>"
+                   + "".join(f"<{k}>{v}</{k}>" for k, v in st.items()) + "</state></component>" for n, st in comps)
+    return etree.fromstring(f'<data xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'
+                            f'<components xmlns="{oc.PLAT}">{body}</components></data>')
+
+
+def test_openconfig_facts_come_from_the_chassis_and_the_operating_system() -> None:
+    data = _components(("port-1/1/1", {"type": "oc-platform-types:PORT"}),
+                       ("CHASSIS-1", {"type": "oc-platform-types:CHASSIS", "mfg-name": "Acme", "part-no": "ACME-T800",
+                                      "serial-no": "SN0042", "hardware-version": "B1"}),
+                       ("OS-1", {"type": "oc-platform-types:OPERATING_SYSTEM", "software-version": "7.4.2"}))
+    f = oc.parse_facts(data, {"openconfig-platform": "2025-01-30"})
+    assert (f.vendor, f.model, f.software_version, f.serial) == ("Acme", "ACME-T800", "7.4.2", "SN0042")
+    assert f.details == {"part-no": "ACME-T800", "hardware-version": "B1", "os-component": "OS-1"}
+    assert f.modules == {"openconfig-platform": "2025-01-30"}
+    only_chassis = oc.parse_facts(_components(("C", {"type": "CHASSIS", "model-name": "T8", "software-version": "1.2"})),
+                                  {})
+    assert (only_chassis.model, only_chassis.software_version) == ("T8", "1.2")
+    nothing = oc.parse_facts(_components(("port-1/1/1", {"type": "oc-platform-types:PORT"})), {})
+    assert (nothing.vendor, nothing.model, nothing.software_version, nothing.serial) == (None, None, None, None)
+
+
+def test_openroadm_facts_come_from_the_info_container() -> None:
+    data = etree.fromstring(   # as TransportPCE's 2.2.1 sample transponder answers
+        f'<data xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><org-openroadm-device xmlns="{orm.DEV}"><info>'
+        "<node-id>XPDR-A1</node-id><node-number>1</node-number><node-type>xpdr</node-type><clli>NodeA</clli>"
+        "<vendor>vendorA</vendor><model>model2</model><serial-id>0</serial-id><softwareVersion>swversion1"
+        "</softwareVersion><openroadm-version>2.2.1</openroadm-version><max-degrees>2</max-degrees></info>"
+        "</org-openroadm-device></data>")
+    f = orm.parse_info(data, {"org-openroadm-device": "2018-10-19"})
+    assert (f.vendor, f.model, f.software_version, f.serial) == ("vendorA", "model2", "swversion1", "0")
+    assert f.details == {"node-id": "XPDR-A1", "node-type": "xpdr", "openroadm-version": "2.2.1", "clli": "NodeA"}
+
+
+VRP_VERSIONS = {
+    "Huawei Versatile Routing Platform Software\nVRP (R) software, Version 8.180 (CE6857EI V200R005C10SPC800)\n"
+    "Copyright (C) 2012-2018 Huawei Technologies Co., Ltd.\nHUAWEI CE6857-48S6CQ-EI uptime is 2 days, 1 hour, 41 minutes\n":
+        ("HUAWEI", "CE6857-48S6CQ-EI", "V200R005C10SPC800", "8.180"),
+    "Huawei Versatile Routing Platform Software\nVRP (R) software, Version 5.160 (AR2200 V200R009C00SPC500)\n"
+    "Copyright (C) 2011-2018 HUAWEI TECH CO., LTD\nHuawei AR2220E Router uptime is 0 week, 0 day, 0 hour, 39 minutes\n":
+        ("Huawei", "AR2220E", "V200R009C00SPC500", "5.160"),
+}
+
+
+@pytest.mark.parametrize("text", list(VRP_VERSIONS))
+def test_vrp_version_and_esn_parse_from_device_output(text: str) -> None:
+    v = parse(text, VRP.parsers["version"])
+    assert (v["vendor"], v["model"], v["software_version"], v["vrp_version"]) == VRP_VERSIONS[text]
+    assert parse("ESN of slot 1: 2102351931P0J1000123\n", VRP.parsers["serial"]) == {"serial": "2102351931P0J1000123"}
+    assert VRP.commands["version"] == ["display version"] and VRP.commands["serial"] == ["display esn"]
+
+
+def test_node_facts_parse_and_name_what_is_wrong() -> None:
+    d = {"hostname": "gpu-a1", "kernel": "6.8.0-45-generic", "os": "Ubuntu 22.04.4 LTS", "python": "3.11.9",
+         "python_executable": "/opt/venv/bin/python", "torch": "2.4.1+cu124", "cuda": "12.4", "cuda_available": True,
+         "gpus": ["NVIDIA H100 80GB HBM3"] * 2, "nccl": "2.20.5", "gloo": True}
+    f = parse_node_facts("UserWarning: something\nDCILAB-FACTS " + json.dumps(d) + "\n")
+    assert (f.backend, f.gpus, f.nccl) == ("nccl", ("NVIDIA H100 80GB HBM3",) * 2, "2.20.5")
+    assert f.to_dict()["gpus"] == d["gpus"]
+    assert parse_node_facts("DCILAB-FACTS " + json.dumps({**d, "cuda_available": False, "nccl": None})).backend == "gloo"
+    with pytest.raises(ValueError, match="no DCILAB-FACTS line"):
+        parse_node_facts("Traceback (most recent call last):\n  ImportError: boom\n")
+    with pytest.raises(ValueError, match="unreadable facts .*KeyError"):
+        parse_node_facts('DCILAB-FACTS {"hostname": "x"}')

@@ -259,6 +259,18 @@ def test_a_start_without_shaping_removes_a_stale_tbf(dev: Any, tmp_path: Path) -
     assert not any("fab0" in c and "del" in c for c in tc.calls)
 
 
+def test_version_and_esn_say_what_the_emulator_is(dev: Any) -> None:
+    from emulator.identity import VENDOR, serial_number, software_version
+    s = CliSession(dev[0])
+    out = run(s, "display version")
+    assert "VRP (R) software, Version 5.170 (DCILAB-AIGW V200R022C00SPC500)" in out
+    assert f"\n{VENDOR} DCILAB-AIGW Routing Switch uptime is 0 days, 0 hours, 0 minutes\n" in out
+    assert f"(emulated by dcilab {software_version()};" in out
+    assert run(s, "dis esn") == f"ESN of slot 1: {serial_number('GW-A')}"
+    run(s, "system-view", "sysname GW-X", "return")     # the serial is the device's, not its configured name's
+    assert run(s, "display esn") == f"ESN of slot 1: {serial_number('GW-A')}"
+
+
 def test_parse_is_a_pure_function() -> None:
     cmd, args = parse("dis int 100ge1/0/1", "user", lambda t: t.upper())
     assert cmd.handler == "display_interface" and args == {"if": "100GE1/0/1"}

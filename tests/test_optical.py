@@ -542,6 +542,37 @@ def test_roadm_restoration_state_and_notification(make, keys):
         assert first(r, "active-path").text == "restoration"
 
 
+# --- identity: what a testbed snapshot reads ------------------------------------------------------------
+@pytest.mark.parametrize("personality,role", [("openconfig", "otn_terminal"), ("openroadm", "otn_terminal"),
+                                              ("openroadm", "roadm")])
+def test_identity_is_in_the_datastore_and_the_hello_names_the_modules(make, keys, personality, role):
+    from emulator.identity import VENDOR, serial_number, software_version
+    dev, _ = make(personality, role=role)
+    with connect(dev, keys) as m:
+        mods = {c.split("module=")[1].split("&")[0]: c.split("revision=")[1] if "revision=" in c else ""
+                for c in m.server_capabilities if "module=" in c}
+        if personality == "openconfig":
+            assert mods["openconfig-terminal-device"] == "2024-06-12" and mods["openconfig-platform"] == "2025-01-30"
+            flt = (f'<components xmlns="{PLAT}"><component><name>chassis</name><state><mfg-name/><serial-no/>'
+                   f'</state></component><component><name>os</name><state><software-version/></state></component>'
+                   f'</components>')
+            r = ele(m.get(filter=("subtree", flt)))
+            assert [e.text for e in xpath(r, "//p:component[p:name='chassis']/p:state/*")] == [
+                VENDOR, serial_number(dev.cfg.name)]
+            assert xpath(r, "//p:component[p:name='os']/p:state/p:software-version")[0].text == software_version()
+            assert not xpath(r, "//p:component[p:name='och-1/0/1']")   # filtered out
+            return
+        assert mods["org-openroadm-device"] == "2025-09-26" and "x" not in mods
+        r = ele(m.get(filter=("subtree", f'<org-openroadm-device xmlns="{DEV}"><info/></org-openroadm-device>')))
+        info = {etree.QName(e).localname: e.text for e in xpath(r, "//d:info/*")}
+        assert (info["node-id"], info["vendor"], info["serial-id"], info["softwareVersion"]) == (
+            dev.cfg.name, VENDOR, serial_number(dev.cfg.name), software_version())
+        assert info["openroadm-version"] == "18.0" and not xpath(r, "//d:interface")
+        with pytest.raises(RPCError, match="read-only"):   # config false: an edit is refused
+            m.edit_config(target="candidate", config=f'<config xmlns="{NC}"><org-openroadm-device xmlns="{DEV}">'
+                                                     f'<info><vendor>acme</vendor></info></org-openroadm-device></config>')
+
+
 # --- config, CLI, persistence ----------------------------------------------------------------------------
 @pytest.mark.parametrize("patch,msg", [
     ({"role": "switch"}, "role"), ({"personality": "openconfig", "role": "roadm"}, "personality"),

@@ -13,6 +13,7 @@ from netmiko.exceptions import NetmikoAuthenticationException, NetmikoTimeoutExc
 
 from .. import SshTarget, known_host_keys, map_ssh_error, pinned_host_key
 from ..errors import AuthFailed, DeviceUnreachable, DriverError, EditRejected, Timeout, Unsupported
+from ..facts import DeviceFacts
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,24 @@ class Gateway:
         return self.configure(render(self.dialect.config[key], port=params.pop("port", self.wan_port), **params))
 
     # --- what the trial needs -----------------------------------------------------------------------------
+    def facts(self) -> DeviceFacts:
+        """Identity from the dialect's ``version`` command (and ``serial`` where it has one) read by
+        its regexes: vendor, model, software_version and serial fill their fields, any other field
+        goes to ``details``.  A device that refuses the serial command just has no serial."""
+        got = parse(self.show("version"), self.dialect.parsers["version"])
+        if "serial" in self.dialect.commands:
+            try:
+                got.update(parse(self.show("serial"), self.dialect.parsers["serial"]))
+            except EditRejected:
+                pass
+        vals = {k: v.strip() for k, v in got.items() if v and v.strip()}
+        if not vals.get("software_version"):
+            raise DriverError(f"cannot read a software version from {' / '.join(self.dialect.commands['version'])!r} "
+                              f"(dialect {self.dialect.name})", self.name)
+        return DeviceFacts(vendor=vals.pop("vendor", None), model=vals.pop("model", None),
+                           software_version=vals.pop("software_version"), serial=vals.pop("serial", None),
+                           details=vals)
+
     def running_config(self) -> str:
         return self.show("running_config")
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from .. import SshTarget
 from ..errors import Timeout, Unsupported
+from ..facts import DeviceFacts
 from .netconf import EditResult, NetconfDevice
 
 SwitchKind = Literal["force", "manual", "lockout", "release"]
@@ -95,6 +96,10 @@ class OtnTerminal(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @abstractmethod
+    def facts(self) -> DeviceFacts:
+        """Vendor, model, software version, serial and YANG modules, as the device reports them."""
 
     # --- line rate -----------------------------------------------------------------------------
     @abstractmethod

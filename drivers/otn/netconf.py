@@ -17,6 +17,7 @@ from ncclient.transport import AuthenticationError, SessionCloseError, SSHError,
 
 from .. import SshTarget, map_ssh_error, pinned_host_key
 from ..errors import AuthFailed, DeviceUnreachable, DriverError, EditRejected, HostKeyRejected, Timeout
+from ..facts import modules_from_capabilities
 
 # ncclient's session thread polls its send queue only when select() on the socket returns, i.e.
 # every TICK (0.1 s) on an idle session: each RPC then costs up to 100 ms before a byte leaves.
@@ -118,6 +119,10 @@ class NetconfDevice:
 
     def has(self, *caps: str) -> bool:
         return any(c in self.caps or any(s.startswith(c) for s in self.caps) for c in caps)
+
+    def modules(self) -> dict[str, str]:
+        """{YANG module: revision} as the device's hello advertised them."""
+        return modules_from_capabilities(self.caps)
 
     @property
     def confirmed_commit(self) -> bool:

@@ -8,6 +8,7 @@ import re
 import time
 
 from ..errors import Unsupported
+from ..facts import DeviceFacts
 from .base import OtnTerminal, PathSide, Pm, Protection, SwitchEvent, SwitchKind, flat
 from .netconf import NC, EditResult, children, first, local, text
 
@@ -84,6 +85,25 @@ def parse_protection(data) -> Protection:  # type: ignore[no-untyped-def]
     return Protection(ACTIVE.get(active, "unknown"), "none" if force in ("", "NONE") else "forced", st)
 
 
+def parse_facts(data, modules: dict[str, str]) -> DeviceFacts:  # type: ignore[no-untyped-def]
+    """Identity from /components, as OpenConfig platform gear reports it: the CHASSIS
+    component's mfg-name, model-name (else part-no) and serial-no, and the software-version of
+    the OPERATING_SYSTEM component (else the chassis' own)."""
+    by_type: dict[str, dict[str, str]] = {}
+    for c in children(first(data, "components"), "component"):
+        st = first(c, "state")
+        if st is not None:
+            typ = text(first(st, "type")).split(":")[-1]
+            by_type.setdefault(typ, {**flat(st), "name": text(first(c, "name"))})
+    ch, os_ = by_type.get("CHASSIS", {}), by_type.get("OPERATING_SYSTEM", {})
+    details = {k: ch[k] for k in ("part-no", "hardware-version", "firmware-version", "description") if ch.get(k)}
+    if os_.get("name"):
+        details["os-component"] = os_["name"]
+    return DeviceFacts(vendor=ch.get("mfg-name") or None, model=ch.get("model-name") or ch.get("part-no") or None,
+                       software_version=os_.get("software-version") or ch.get("software-version") or None,
+                       serial=ch.get("serial-no") or None, modules=modules, details=details)
+
+
 class OpenConfigTerminal(OtnTerminal):
     personality = "openconfig"
     SWITCH_KINDS = ("force", "release")   # line-protection has force-to-port only
@@ -97,6 +117,10 @@ class OpenConfigTerminal(OtnTerminal):
 
     def supported_rates_gbps(self) -> tuple[int, ...]:
         return tuple(self._modes_now())
+
+    def facts(self) -> DeviceFacts:
+        return parse_facts(self.nc.get(f'<components xmlns="{PLAT}"><component><name/><state/></component>'
+                                       f'</components>'), self.nc.modules())
 
     def line_rate_gbps(self) -> int:
         data = self.nc.get(f'<terminal-device xmlns="{TD}"><logical-channels><channel><index>{OTN_CHANNEL}</index>'

@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 
 from ..errors import EditRejected
+from ..facts import DeviceFacts
 from .base import OtnTerminal, PathSide, Pm, Protection, SwitchEvent, SwitchKind, flat, q_from_ber
-from .netconf import NC, EditResult, children, first, local, text
+from .netconf import NC, EditResult, NetconfDevice, children, first, local, text
 
 DEV = "http://org/openroadm/device"
 ODU = "http://org/openroadm/otn-odu-interfaces"
@@ -71,12 +72,32 @@ def parse_protection(data) -> Protection:  # type: ignore[no-untyped-def]
     return Protection(path, REQUEST_STATE.get(raw.get("request-state", ""), "unknown"), raw)
 
 
+INFO_DETAILS = ("node-id", "node-type", "openroadm-version", "software-build", "clli")
+
+
+def parse_info(data, modules: dict[str, str]) -> DeviceFacts:  # type: ignore[no-untyped-def]
+    """Identity from ``/org-openroadm-device/info`` (vendor, model, serial-id, softwareVersion:
+    config false leaves every OpenROADM device fills in); transponders and ROADMs alike."""
+    node = first(data, "org-openroadm-device", "info")
+    info = flat(node) if node is not None else {}
+    return DeviceFacts(vendor=info.get("vendor") or None, model=info.get("model") or None,
+                       software_version=info.get("softwareVersion") or None, serial=info.get("serial-id") or None,
+                       modules=modules, details={k: info[k] for k in INFO_DETAILS if info.get(k)})
+
+
+def read_info(nc: NetconfDevice) -> DeviceFacts:
+    return parse_info(nc.get(f'<org-openroadm-device xmlns="{DEV}"><info/></org-openroadm-device>'), nc.modules())
+
+
 class OpenRoadmTerminal(OtnTerminal):
     personality = "openroadm"
     RATES = tuple(range(100, 900, 100))   # ODUCn n = 1..8 (Flex-O N x 100G)
 
     def supported_rates_gbps(self) -> tuple[int, ...]:
         return self.RATES
+
+    def facts(self) -> DeviceFacts:
+        return read_info(self.nc)
 
     def line_rate_gbps(self) -> int:
         return parse_rate(self.nc.get(f'<org-openroadm-device xmlns="{DEV}"><interface/></org-openroadm-device>'))

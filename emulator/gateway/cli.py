@@ -18,6 +18,8 @@ outbound`` removes it.  PFC (``dcb pfc`` view with ``priority <n>``, interface `
 mode {auto|manual}``) and ECN (``drop-profile`` view with ``color green low-limit .. high-limit ..
 discard-percentage ..``, interface ``qos queue <q> wred <profile>`` and ``qos queue <q> ecn``) are
 stored and shown.  ``save`` writes the configuration as VRP text; a new Gateway replays it.
+``display version`` and ``display esn`` say what the device is in VRP's words, with the vendor,
+serial and dcilab version of :mod:`emulator.identity`, so nobody mistakes it for real gear.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from emulator.identity import VENDOR, serial_number, software_version
 
 VERSION = "V200R022C00SPC500"
 MODEL = "DCILAB-AIGW"
@@ -286,6 +290,7 @@ PARAMS: dict[str, Callable[[str], Any]] = {
 
 GRAMMAR: list[tuple[frozenset[str], str, str]] = [
     (ALL, "display version", "display_version"),
+    (ALL, "display esn", "display_esn"),
     (ALL, "display interface", "display_interface"),
     (ALL, "display interface brief", "display_interface_brief"),
     (ALL, "display interface <if>", "display_interface"),
@@ -774,9 +779,15 @@ class CliSession:
             "Huawei Versatile Routing Platform Software",
             f"VRP (R) software, Version 5.170 ({MODEL} {VERSION})",
             "Copyright (C) 2000-2024 HUAWEI TECH Co., Ltd.",
-            f"HUAWEI {MODEL} Routing Switch uptime is {d} days, {h} hours, {m} minutes",
-            "(emulated by dcilab; counters and shaping are those of the Linux links of this namespace)",
+            f"{VENDOR} {MODEL} Routing Switch uptime is {d} days, {h} hours, {m} minutes",
+            (f"(emulated by dcilab {software_version()}; counters and shaping are those of the Linux links of "
+             "this namespace)"),
         ])
+
+    def do_display_esn(self) -> str:
+        """The equipment serial number, derived from the name the gateway was started with (stable
+        across runs and ``sysname`` changes, like a real ESN)."""
+        return f"ESN of slot 1: {serial_number(self.gw.default_sysname)}"
 
     def do_display_current(self) -> str:
         return render_config(self.gw.config)

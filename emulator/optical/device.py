@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 BENCH_NS = "urn:dcilab:emulator:bench"
 """Our own namespace: the test bench's back door (pm-interact) and the emulator's notifications."""
+BENCH_MODULE = ("dcilab-emulator-bench", BENCH_NS, "")   # no YANG file exists: advertised without a revision
 
 
 def E(tag: str, ns: str, text: Any = None, nsmap: dict | None = None, **kids) -> etree._Element:
@@ -99,11 +100,13 @@ class FakeableLine:
 
 
 class Device:
-    """A personality fills in: ``NAMESPACES`` (top-level config namespaces it owns), ``SCHEMA``,
+    """A personality fills in: ``NAMESPACES`` (top-level config namespaces it owns), ``MODULES``
+    (the YANG modules its hello advertises: name, namespace, revision), ``SCHEMA``,
     ``initial_config()``, ``validate(tree)``, ``state(line_state)``, ``apply(old, new)``,
     ``sync(running)`` and ``on_event(ev)``."""
 
     NAMESPACES: tuple[str, ...] = ()
+    MODULES: tuple[tuple[str, str, str], ...] = ()
     SCHEMA: dict = {}
     READ_ONLY: tuple[str, ...] = ("state",)
 
@@ -124,7 +127,7 @@ class Device:
             password_checker=(lambda u, p: u == cfg.username and p == pw) if pw is not None else None,
             schema=self.SCHEMA, initial_config=self.initial_config(), state_provider=self._state,
             persist_path=cfg.persist_path,
-            capabilities=[f"{ns}?module=x" for ns in self.NAMESPACES],
+            capabilities=[f"{ns}?module={m}" + (f"&revision={r}" if r else "") for m, ns, r in self.MODULES],
         )
         self.server.register_rpc(f"{{{NC_NS}}}edit-config", self._edit_config)
         self.server.on_commit(self._on_commit)

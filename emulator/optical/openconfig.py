@@ -16,6 +16,9 @@ Paths (namespaces as in optical-models.md):
   ``force-to-port`` NONE|PRIMARY|SECONDARY, ``hold-off-time`` (ms), ``revertive``,
   ``wait-to-restore-time`` (ms); ``state/active-path`` oc-line-protect:PRIMARY|SECONDARY.
 * ``/optical-attenuator/attenuators/attenuator[voa-1/2/1]``.
+* Identity (state only, :mod:`emulator.identity`): component ``chassis`` (CHASSIS: mfg-name,
+  model-name, part-no, serial-no) and ``os`` (OPERATING_SYSTEM: software-version = dcilab's
+  version); the hello advertises each module with its revision (``MODULES``).
 
 The line rate is the smallest of: the optical channel's mode rate, channel 100's ``rate-class``,
 channel 100's assignment ``allocation``, and the sum of the enabled client channels (admin-state
@@ -28,9 +31,10 @@ import re
 
 from lxml import etree
 
+from emulator.identity import VENDOR, serial_number, software_version
 from emulator.netconf.errors import NC_NS
 
-from .device import BENCH_NS, invalid, local, sub, text
+from .device import BENCH_MODULE, BENCH_NS, invalid, local, sub, text
 from .pm import ber18, dec
 from .terminal import Terminal, bool_check, dec_check, enum_check, uint_check
 
@@ -41,8 +45,13 @@ TT = "http://openconfig.net/yang/transport-types"
 LP = "http://openconfig.net/yang/optical-transport-line-protection"
 ATT = "http://openconfig.net/yang/optical-attenuator"
 
+PTYPES = "http://openconfig.net/yang/platform-types"
+
 OCH = "och-1/0/1"
 LINE_PORT = "port-1/0/1"
+CHASSIS = "chassis"
+OS = "os"
+MODEL = "DCILAB-OTN-800G-OC"
 APS = "olp-1/3"
 VOA = "voa-1/2/1"
 OTN_CH = 100
@@ -107,6 +116,13 @@ def _stats(parent, tag, st: dict, fmt, interval: int):
 
 class OpenConfigTerminal(Terminal):
     NAMESPACES = (PLAT, TD, LP, ATT)
+    # revisions of one openconfig/public release (the models this personality follows are listed
+    # in the package docstring)
+    MODULES = (("openconfig-platform", PLAT, "2025-01-30"), ("openconfig-platform-types", PTYPES, "2024-11-04"),
+               ("openconfig-platform-transceiver", XCVR, "2024-10-09"),
+               ("openconfig-terminal-device", TD, "2024-06-12"), ("openconfig-transport-types", TT, "2024-11-21"),
+               ("openconfig-transport-line-protection", LP, "2018-11-21"),
+               ("openconfig-optical-attenuator", ATT, "2024-07-10"), BENCH_MODULE)
     SCHEMA = {f"{{{TD}}}channel": ("index",), f"{{{TD}}}assignment": ("index",), f"{{{TD}}}mode": ("mode-id",)}
 
     # --- configuration ---------------------------------------------------------------------------
@@ -364,12 +380,13 @@ class OpenConfigTerminal(Terminal):
         comps = sub(data, "components", ns=PLAT)
         pm = self.pm_now(st, "line") if st else None
         ber, length, up = self.path_info(st, None) if st else (0.0, 0.0, False)
+        self._identity(comps)
         for i in range(1, self.svc.client_count + 1):
             c = sub(comps, "component")
             sub(c, "name", f"port-1/1/{i}")
             s = sub(c, "state")
             sub(s, "name", f"port-1/1/{i}")
-            sub(s, "type", "oc-platform-types:PORT", nsmap={"oc-platform-types": PLAT + "-types"})
+            sub(s, "type", "oc-platform-types:PORT", nsmap={"oc-platform-types": PTYPES})
             sub(s, "oper-status", "ACTIVE")
         c = sub(comps, "component")
         sub(c, "name", OCH)
@@ -462,6 +479,24 @@ class OpenConfigTerminal(Terminal):
                      "config")
         sub(s, "actual-attenuation", text(_child(acfg, "attenuation")) or "0.00")
         return data
+
+    def _identity(self, comps) -> None:
+        """The chassis (maker, model, serial) and the operating system (software version)
+        components, as OpenConfig platform gear reports them."""
+        for name, typ, leaves in (
+                (CHASSIS, "CHASSIS", [("description", "dcilab emulated OTN terminal (OpenConfig)"),
+                                      ("mfg-name", VENDOR), ("model-name", MODEL), ("part-no", MODEL),
+                                      ("serial-no", serial_number(self.cfg.name)), ("hardware-version", "emulated")]),
+                (OS, "OPERATING_SYSTEM", [("description", "dcilab optical emulator"), ("mfg-name", VENDOR),
+                                          ("software-version", software_version()), ("parent", CHASSIS)])):
+            c = sub(comps, "component")
+            sub(c, "name", name)
+            st = sub(c, "state")
+            sub(st, "name", name)
+            sub(st, "type", f"oc-platform-types:{typ}", nsmap={"oc-platform-types": PTYPES})
+            for k, v in leaves:
+                sub(st, k, v)
+            sub(st, "oper-status", "oc-platform-types:ACTIVE", nsmap={"oc-platform-types": PTYPES})
 
     # --- events -> notifications ------------------------------------------------------------------------
     def on_event(self, ev: dict) -> None:

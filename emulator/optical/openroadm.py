@@ -12,6 +12,10 @@ Paths:
   ``holdoff-timer/{holdoff 0|20|100, holdoff-multiplier}`` (hold-off = product, ms),
   ``revertive``, ``wait-to-restore`` (1..12 min), ``working-if``, ``pg-interfaces``; read-only
   ``active-if`` and ``request-state`` (NR-NE, FS-NE, MS-NE, LO-NE, SF-NE, WTR-NE).
+* ``/org-openroadm-device/info``: node-id, node-type (config) and the read-only identity
+  (vendor, model, serial-id, softwareVersion = dcilab's version, openroadm-version,
+  current-datetime, :mod:`emulator.identity`); the hello advertises each module with its
+  revision (``MODULES``).
 * RPC ``odu-sncp-protection-switch{protection-group, pg-interface, switch-command}`` ->
   ``status`` Successful|Failed; notification ``odu-sncp-pg-switch-event``.
 * ``/current-pm-list/current-pm-entry`` (``http://org/openroadm/pm``), one per network OTUCn
@@ -26,10 +30,11 @@ import re
 
 from lxml import etree
 
+from emulator.identity import VENDOR, serial_number, software_version
 from emulator.netconf import RpcError
 from emulator.netconf.errors import NC_NS
 
-from .device import invalid, local, sub, text
+from .device import BENCH_MODULE, invalid, local, sub, text
 from .openconfig import _child, _entries, _keyed, _path
 from .pm import dec
 from .terminal import Terminal, bool_check, enum_check, uint_check
@@ -49,13 +54,34 @@ COMMANDS = {"Force-Switch": "force", "Manual-Switch": "manual", "Lock-Out-Protec
             "Release": "release", "Exercise": None}
 
 
+OPENROADM_VERSION = "18.0"
+OPENROADM_REVISION = "2025-09-26"   # the OpenROADM MSA v18 release the emulated models follow
+INFO_STATE = ("vendor", "model", "serial-id", "softwareVersion", "openroadm-version", "current-datetime")
+
+
 def net(n: int, kind: str) -> str:
     return f"XPDR1-NETWORK{n}-{kind}"
 
 
+def openroadm_info(dev, name: str, model: str) -> None:
+    """The config false leaves of ``/org-openroadm-device/info`` every OpenROADM device fills
+    in (a ``get`` merges them with the configured node-id and node-type)."""
+    import datetime as dt
+    info = sub(dev, "info")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    for k, v in zip(INFO_STATE, (VENDOR, model, serial_number(name), software_version(), OPENROADM_VERSION, now)):
+        sub(info, k, v)
+
+
 class OpenRoadmTerminal(Terminal):
     NAMESPACES = (DEV, PM)
-    READ_ONLY = ("operational-state", "active-if", "request-state", "current-pm-list")
+    MODULES = tuple((m, ns, OPENROADM_REVISION) for m, ns in (
+        ("org-openroadm-device", DEV), ("org-openroadm-interfaces", IFT), ("org-openroadm-otn-odu-interfaces", ODU),
+        ("org-openroadm-otn-otu-interfaces", OTU), ("org-openroadm-optical-tributary-signal-interfaces", OTSI),
+        ("org-openroadm-otn-common-types", OCT), ("org-openroadm-prot-otn-linear-aps", APS),
+        ("org-openroadm-pm", PM))) + (BENCH_MODULE,)
+    READ_ONLY = ("operational-state", "active-if", "request-state", "current-pm-list") + INFO_STATE
+    MODEL = "DCILAB-XPDR-800G-OR"
     SCHEMA = {
         f"{{{PM}}}current-pm-entry": ("pm-resource-type", "pm-resource-type-extension", "pm-resource-instance"),
         f"{{{PM}}}current-pm": ("type", "extension", "location", "direction"),
@@ -273,6 +299,7 @@ class OpenRoadmTerminal(Terminal):
     def state(self, st):
         data = etree.Element(f"{{{NC_NS}}}data", nsmap={None: NC_NS})
         dev = sub(data, "org-openroadm-device", ns=DEV)
+        openroadm_info(dev, self.cfg.name, self.MODEL)
         rate = self.line_rate_gbps(st)
         n = int(rate // 100)
         paths = {p["name"]: p for p in (st or {}).get("paths", [])}

@@ -7,6 +7,7 @@ first).  Cutting a degree cuts its path's fiber only (``set_path_up(path, False)
 path that crosses the same ROADMs.
 
 Paths:
+* ``/org-openroadm-device/info``: the identity, as on the OpenROADM terminal (:mod:`.openroadm`).
 * ``/org-openroadm-device/degree[degree-number]`` (``http://org/openroadm/device``) with
   ``max-wavelengths``; read-only ``fiber`` (``urn:dcilab:emulator:bench``: path, neighbor,
   span-length-km, los).
@@ -39,8 +40,9 @@ from lxml import etree
 from emulator.netconf import RpcError
 from emulator.netconf.errors import NC_NS
 
-from .device import BENCH_NS, Device, invalid, local, sub, text
+from .device import BENCH_MODULE, BENCH_NS, Device, invalid, local, sub, text
 from .openconfig import _child, _entries
+from .openroadm import INFO_STATE, OPENROADM_REVISION, openroadm_info
 from .pm import dec
 from .terminal import dec_check, enum_check, uint_check
 
@@ -51,7 +53,10 @@ PM = "http://org/openroadm/pm"
 
 class Roadm(Device):
     NAMESPACES = (DEV, PM)
-    READ_ONLY = ("operational-state", "current-pm-list", "fiber", "optical-control-plane")
+    MODULES = tuple((m, ns, OPENROADM_REVISION) for m, ns in (
+        ("org-openroadm-device", DEV), ("org-openroadm-interfaces", IFT), ("org-openroadm-pm", PM))) + (BENCH_MODULE,)
+    READ_ONLY = ("operational-state", "current-pm-list", "fiber", "optical-control-plane") + INFO_STATE
+    MODEL = "DCILAB-ROADM-CDC"
     SCHEMA = {
         f"{{{DEV}}}degree": ("degree-number",),
         f"{{{PM}}}current-pm-entry": ("pm-resource-type", "pm-resource-type-extension", "pm-resource-instance"),
@@ -179,6 +184,7 @@ class Roadm(Device):
     def state(self, st):
         data = etree.Element(f"{{{NC_NS}}}data", nsmap={None: NC_NS})
         dev = sub(data, "org-openroadm-device", ns=DEV)
+        openroadm_info(dev, self.cfg.name, self.MODEL)
         paths = {p["name"]: p for p in (st or {}).get("paths", [])}
         for n, pname, nb, km in self.degrees:
             d = sub(dev, "degree")

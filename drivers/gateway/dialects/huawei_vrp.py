@@ -20,6 +20,8 @@ DIALECT = Dialect(
         "counters": ["display interface {port}"],
         "shaping_show": ["display qos lr outbound interface {port}"],
         "pfc_show": ["display dcb pfc interface {port}"],
+        "version": ["display version"],
+        "serial": ["display esn"],
     },
     config={
         "shaping_set": ["interface {port}", "qos lr outbound cir {cir_kbps}"],
@@ -51,5 +53,15 @@ DIALECT = Dialect(
         },
         "shaping_show": {"cir_kbps": r"CIR\(kbps\):\s*(\d+)"},
         "pfc_show": {"priorities": r"^\S+\s+\S+\s+enable\s+([\d,]+)"},
+        # "VRP (R) software, Version 8.180 (CE6857EI V200R005C10SPC800)"
+        # "HUAWEI CE6857-48S6CQ-EI uptime is 2 days, 1 hour, 41 minutes"
+        "version": {
+            "vendor": r"^(\S+) \S+(?: .*)? uptime is",
+            "model": r"^\S+ (\S+)(?: .*)? uptime is",
+            "software_version": r"VRP \(R\) software, Version \S+ \(\S+ (\S+)\)",
+            "vrp_version": r"VRP \(R\) software, Version (\S+)",
+            "uptime": r" uptime is (.+?)\s*$",
+        },
+        "serial": {"serial": r"^ESN of [^:]+:\s*(\S+)"},   # "ESN of slot 1: 2102351931P0J1000123"
     },
 )

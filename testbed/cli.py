@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "protection-switch SERVICE force|manual|lockout | fiber-cut PATH")
     fp.add_argument("args", nargs="*")
     fp.set_defaults(func=_fault_plan)
+    from testbed.metrics.cli import add_parser as add_metrics_parser
+    add_metrics_parser(sub)
     return p
 
 

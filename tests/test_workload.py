@@ -210,7 +210,62 @@ def test_timer_without_distributed_writes_json_and_marks_warmup(tmp_path):
     assert set(lines[0]) == {"step", "start_ns", "end_ns", "duration_s", "tokens_per_s", "loss", "layout",
                              "placement", "warmup", "model"}
     assert all(x["end_ns"] > x["start_ns"] and x["duration_s"] > 0 for x in lines)
+    assert all(-1000 <= x["end_ns"] - x["start_ns"] - x["duration_s"] * 1e9 < 0.05e9 for x in lines)
     assert buf.getvalue().splitlines() == out.read_text().splitlines()
+
+
+# Two ranks over gloo (a FileStore rendezvous, no port to pick), each running this with its RANK.
+# SLOW[step] is the rank that sleeps SLOW_S in the step while the other sleeps FAST_S; before step 2
+# rank 1 also sleeps OUTSIDE_S between iterations, which the start barrier must keep out of the timing.
+_TWO_RANKS = """
+import json, os, sys, time
+import torch.distributed as dist
+from workload.timing import IterationTimer
+rank = int(os.environ["RANK"])
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=rank, world_size=2)
+slow, slow_s, fast_s, outside_s = json.loads(sys.argv[3]), *map(float, sys.argv[4:7])
+t = IterationTimer(rank=rank, layout="tp1-pp1-dp2", placement="local", model="test", tokens_per_step=100,
+                   warmup=1, out_path=sys.argv[2], extra={"run_id": "two-ranks"})
+got = []
+for step, who in enumerate(slow):
+    if step == 2 and rank == 1:
+        time.sleep(outside_s)
+    with t.iteration(step) as it:
+        time.sleep(slow_s if rank == who else fast_s)
+        # the loss lives on rank 1 (rank 0 has none), except in step 3 where both have one
+        it.loss = 2.0 + step if rank == 1 else (100.0 if step == 3 else None)
+    got.append(t.records[-1].step if t.records else None)
+t.close()
+print("RETURNED " + json.dumps(got), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_timer_over_two_ranks_records_the_slowest_rank_and_starts_together(tmp_path):
+    slow, slow_s, fast_s, outside_s = [1, 0, 1, 1, 0], 0.120, 0.040, 0.300
+    out = tmp_path / "it.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    args = [str(tmp_path / "store"), str(out), json.dumps(slow), str(slow_s), str(fast_s), str(outside_s)]
+    procs = [subprocess.Popen([sys.executable, "-c", _TWO_RANKS, *args], cwd=ROOT, env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    res = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in res]
+    recs = _lines(out)
+    assert [r["step"] for r in recs] == list(range(len(slow))) and [r["warmup"] for r in recs][:2] == [True, False]
+    for r in recs:
+        # the slowest rank's duration, also when rank 0 (which writes the record) was the fast one;
+        # not the sum of both (0.160 s), and without rank 1's sleep between iterations (step 2)
+        assert slow_s <= r["duration_s"] < slow_s + fast_s - 0.005, r
+        # end_ns: when rank 0 learnt that both had finished; off the duration by latency and barrier skew only
+        assert abs(r["end_ns"] - r["start_ns"] - r["duration_s"] * 1e9) < fast_s * 1e9, r
+        assert r["tokens_per_s"] == pytest.approx(100 / r["duration_s"])
+    assert [r["loss"] for r in recs] == [2.0, 3.0, 4.0, 100.0, 6.0]     # MAX over ranks; None counts as -inf
+    assert all(b["start_ns"] >= a["end_ns"] for a, b in zip(recs, recs[1:], strict=False))
+    assert recs[2]["start_ns"] - recs[1]["end_ns"] >= outside_s * 1e9 - 0.010e9   # the barrier waited for rank 1
+    stdout = [[x for x in o.splitlines() if x.startswith("RETURNED ")] for o, _ in res]
+    assert stdout[0] == ["RETURNED " + json.dumps(list(range(len(slow))))]       # rank 0 records each step
+    assert stdout[1] == ["RETURNED " + json.dumps([None] * len(slow))]           # rank 1 records nothing
+    assert [json.loads(x) for x in res[0][0].splitlines() if x.startswith("{")] == recs  # stdout = --out
 
 
 def test_megatron_line_roundtrip():

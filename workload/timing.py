@@ -1,16 +1,29 @@
 """Per-iteration timing done right, and its output.
 
-Per iteration (Megatron's ``interval-time`` timer with ``barrier=True``):
+Per iteration (Megatron's ``interval-time`` timer with ``barrier=True``, less its barrier at the stop):
 
-1. barrier over the world, device sync, then ``t0`` (``time.time_ns()`` for the timestamp,
-   ``perf_counter_ns()`` for the duration);
+1. barrier over the group, device sync, then ``t0`` (``time.time_ns()`` for the timestamp,
+   ``perf_counter_ns()`` for the duration): every rank starts the step together;
 2. the training step;
-3. device sync, barrier, then ``t1``;
-4. ``all_reduce(MAX)`` of ``[duration, loss]`` so the recorded duration is the slowest rank's
-   and the loss reaches rank 0 (ranks without a loss contribute -inf);
+3. device sync, then ``t1`` (``perf_counter_ns()``): each rank's own duration, ended by its sync;
+4. ``all_reduce(MAX)`` of ``[duration, loss]``: the recorded duration is the slowest rank's, and the
+   loss reaches rank 0 (ranks without a loss contribute -inf);
 5. rank 0 emits one JSON line (stdout and ``--out``, flushed), or a Megatron-style line.
 
-Timestamps are rank 0's ``time.time_ns()``: one clock for every point.
+No barrier between 3 and 4: the all_reduce cannot complete before every rank has finished its step,
+and the next iteration's barrier (1) re-aligns the start after rank 0's emit and whatever the caller
+does between iterations.  So per iteration the timer adds one barrier and one all_reduce of two
+doubles, plus ~10-20 us of Python (record, JSON, two flushed writes); over gloo the two collectives
+dominate (``bench/bench_workload.py`` measures the cost with this very code).
+
+Timestamps are rank 0's ``time.time_ns()``, one clock for every point: ``start_ns`` is rank 0's
+``t0``; ``end_ns`` is taken when rank 0's all_reduce returns, once every rank has finished the step,
+so iterations never overlap (``end_ns`` <= the next ``start_ns``).  ``end_ns - start_ns`` differs
+from ``duration_s`` by the all_reduce's latency and by how far apart the ranks left the barrier
+(``start_ns + duration_s`` would not do: the slowest rank may have left the barrier, and so
+finished, before rank 0, and the next iteration may then start before ``start_ns + duration_s``).
+
+Iterations ``step < warmup`` are marked ``"warmup": true`` (still run, timed and logged).
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-__all__ = ["IterationTimer", "IterationRecord", "megatron_line", "parse_megatron_line"]
+__all__ = ["IterationRecord", "IterationTimer", "megatron_line", "parse_megatron_line"]
 
 
 @dataclass
@@ -81,9 +94,10 @@ def parse_megatron_line(line: str) -> dict | None:
 
 
 class IterationTimer:
-    """Times iterations over a process group; rank 0 writes the records.
+    """Times iterations over a process group (see the module docstring); rank 0 writes the records.
 
-    ``sync`` is a callable for the device sync (``torch.cuda.synchronize`` on GPU, no-op on CPU).
+    Every rank of ``group`` must time the same iterations: the barrier and the all_reduce are
+    collectives.  ``sync()`` waits for the device (``torch.cuda.synchronize`` on GPU, nothing on CPU).
     """
 
     def __init__(self, *, rank: int, layout: str, placement: str, model: str, tokens_per_step: int,
@@ -97,8 +111,13 @@ class IterationTimer:
         self.device = torch.device(device)
         self.stream = sys.stdout if stream is None else stream
         self.extra = dict(extra or {})
-        self._out = open(out_path, "a", buffering=1) if (out_path and rank == 0) else None
-        self._buf = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._out = open(out_path, "a", buffering=1) if (out_path and rank == 0) else None  # noqa: SIM115
+        # [duration ns, loss], written through a numpy view (a tensor __setitem__ costs ~1.5 us each);
+        # the reduced tensor lives on the device the backend wants (NCCL: the GPU).
+        self._host = torch.zeros(2, dtype=torch.float64)
+        self._vals = self._host.numpy()
+        self._buf = self._host if self.device.type == "cpu" else torch.zeros(2, dtype=torch.float64,
+                                                                              device=self.device)
         self.records: list[IterationRecord] = []
 
     def sync(self):
@@ -121,18 +140,24 @@ class IterationTimer:
         box = _Box()
         yield box
         self.sync()
-        self._barrier()
-        t1_ns, p1 = time.time_ns(), time.perf_counter_ns()
-        self.record(step, t0_ns, t1_ns, (p1 - p0) / 1e9, box.loss)
+        p1 = time.perf_counter_ns()
+        self.record(step, t0_ns, p1 - p0, box.loss)
 
-    def record(self, step: int, start_ns: int, end_ns: int, duration_s: float, loss: float | None):
-        self._buf[0] = duration_s
-        self._buf[1] = -math.inf if loss is None else float(loss)
+    def record(self, step: int, start_ns: int, duration_ns: int, loss: float | None) -> IterationRecord | None:
+        """Reduce this rank's ``duration_ns`` and ``loss`` over the group (MAX); rank 0 emits and returns
+        the record.  Every rank of the group must call it (it is a collective)."""
+        vals = self._vals
+        vals[0] = duration_ns
+        vals[1] = -math.inf if loss is None else float(loss)
         if dist.is_initialized():
+            if self._buf is not self._host:
+                self._buf.copy_(self._host)
             dist.all_reduce(self._buf, op=dist.ReduceOp.MAX, group=self.group)
         if self.rank != 0:
             return None
-        dur, lv = self._buf.tolist()
+        dur_ns, lv = self._buf.tolist()  # float64 holds integer ns exactly up to 104 days
+        end_ns = time.time_ns()          # after tolist(): on GPU that waits for the reduction too
+        dur = dur_ns / 1e9
         rec = IterationRecord(step=step, start_ns=start_ns, end_ns=end_ns, duration_s=dur,
                               tokens_per_s=self.tokens_per_step / dur if dur > 0 else 0.0,
                               loss=None if lv == -math.inf else lv, layout=self.layout,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 
 from testbed.inventory import load_inventory
-from testbed.jobs import (CONNECTION_RESET, NODE_START, PG_TIMEOUT, RANK_EXIT, RENDEZVOUS, JobError, JsonLineParser,
-                          MegatronParser, NodeEvidence, TrainingJob, classify, node_specs, scan_line)
+from testbed.jobs import (CONNECTION_RESET, INTERRUPTED, NODE_START, PG_TIMEOUT, RANK_EXIT, RENDEZVOUS, JobError,
+                          JsonLineParser, MegatronParser, NodeEvidence, TrainingJob, classify, evidence_complete,
+                          node_specs, scan_line, torchrun_workers)
 from testbed.jobs.launcher import ROOT
 from workload.timing import IterationRecord, megatron_line
 
@@ -138,3 +140,165 @@ def test_connection_reset_alone_and_iteration_lines_are_not_evidence():
     assert classify([n])[0] == CONNECTION_RESET
     m = NodeEvidence("b", exit_code=3)
     assert classify([m]) == (RANK_EXIT, "b: torchrun exited 3")
+
+
+# ------------------------------------------------------------------------------------ which processes are the rank
+
+# `ps -e -o pid=,ppid=,pgid=,args=` on dc-b-gpu1 during a pp-remote run (the emulated lab; commands
+# shortened): the job's process group 18888 holds the wrapper bash, sh -c, tee and torchrun, whose
+# command lines all carry the torchrun command; the worker 19597 runs in a session of its own.
+PS = """\
+17929  5464 17929 sshd: root@notty
+18763 17929 18763 setsid -w bash -c echo "DCILAB-PGID $$"; PYTHONUNBUFFERED=1 sh -c "$1" 2>&1 | tee -p -a "$2"; \
+exit "${PIPESTATUS[0]}" dcilab-job mkdir -p /r/node && cd /w && { /w/.venv/bin/python -m torch.distributed.run \
+--nnodes 4 --local-addr 198.18.2.11 -m workload.train --run-id x ; }; rc=$?; echo "DCILAB-EXIT $rc"; exit $rc
+18888 18763 18888 bash -c echo "DCILAB-PGID $$"; PYTHONUNBUFFERED=1 sh -c "$1" 2>&1 | tee -p -a "$2"; exit \
+"${PIPESTATUS[0]}" dcilab-job mkdir -p /r/node && cd /w && { /w/.venv/bin/python -m torch.distributed.run --nnodes 4 \
+--local-addr 198.18.2.11 -m workload.train --run-id x ; }; rc=$?; echo "DCILAB-EXIT $rc"; exit $rc /r/node/b1.log
+19005 18888 18888 sh -c mkdir -p /r/node && cd /w && { /w/.venv/bin/python -m torch.distributed.run --nnodes 4 \
+--local-addr 198.18.2.11 -m workload.train --run-id x ; }; rc=$?; echo "DCILAB-EXIT $rc"; exit $rc
+19006 18888 18888 tee -p -a /r/node/b1.log
+19009 19005 18888 /w/.venv/bin/python -m torch.distributed.run --nnodes 4 --local-addr 198.18.2.11 -m workload.train \
+--run-id x
+19597 19009 19597 /w/.venv/bin/python -u -m workload.train --model test --run-id x
+19372 19369 19258 /w/.venv/bin/python -m torch.distributed.run --nnodes 4 --local-addr 198.18.2.12 -m workload.train \
+--run-id x
+19595 19372 19595 /w/.venv/bin/python -u -m workload.train --model test --run-id x
+    2     0     0 [kthreadd]
+"""
+
+
+def test_the_rank_is_torchruns_worker_not_the_wrappers_around_it():
+    # a command-line match kills bash, sh, tee and torchrun too: torchrun then never reports the
+    # worker nor its own exit code (what the kill test used to see)
+    assert torchrun_workers(PS, 18888) == [19597]
+    assert torchrun_workers(PS, 19258) == [19595]      # another node's group (shared PID namespace)
+    assert torchrun_workers(PS, 12345) == []
+    script = "100 1 100 bash -c x\n101 100 100 /usr/bin/python3.11 /opt/venv/bin/torchrun --nnodes 2 train.py\n" \
+             "102 101 102 /usr/bin/python3.11 -u train.py\n103 100 100 sh -c torchrun --nnodes 2 train.py\n"
+    assert torchrun_workers(script, 100) == [102]
+
+
+# ------------------------------------------------------------------------------------ when the evidence is complete
+
+
+def _node(name, *lines, exited=False):
+    n = NodeEvidence(name)
+    for line in lines:
+        scan_line(n, line)
+    return n, exited
+
+
+TIMEOUT = ("[rank0]: RuntimeError: [gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 10000ms for recv "
+           "operation to complete")
+RESET = "[rank0]: RuntimeError: [gloo/transport/tcp/pair.cc:537] Read error [198.18.2.11]:58588: Connection reset by peer"
+KILLED = ("E1128 00:32:33.708000 13995 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: -9) "
+          "local_rank: 0 (pid: 14528) of binary: /w/.venv/bin/python")
+
+
+# what a non-host torchrun logs when the host's torchrun (and the c10d store) has gone first,
+# also at the end of a run that completed
+RDZV_SHUTDOWN = ("torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: The connection to the C10d "
+                 "store has failed. See inner exception for details.")
+
+
+@pytest.mark.parametrize("nodes,started,complete", [
+    ([_node("a", TIMEOUT), _node("b", TIMEOUT), _node("c", TIMEOUT)], True, True),   # every rank timed out
+    ([_node("a", TIMEOUT), _node("b", TIMEOUT), _node("c")], True, False),           # c has not spoken
+    ([_node("a", RESET), _node("b", KILLED)], True, False),                          # b's torchrun is about to exit
+    ([_node("a", RESET), _node("b", KILLED, exited=True)], True, True),              # ... and has
+    ([_node("a", RESET), _node("b", exited=True)], True, True),                      # exited silently
+    ([_node("a", exited=True), _node("b", RDZV_SHUTDOWN)], True, False),             # b winds down: wait
+    ([_node("a", exited=True), _node("b", RDZV_SHUTDOWN)], False, True),             # before the loop: a cause
+])
+def test_evidence_is_complete_when_every_node_has_exited_or_spoken(nodes, started, complete):
+    assert evidence_complete([n for n, _ in nodes], {n.node: x for n, x in nodes}, started=started) is complete
+
+
+# ------------------------------------------------------------------------------------ the watchdog, with fake nodes
+
+
+class FakeJob:
+    """A RemoteJob whose end the test decides: ``running`` turns False, then the last lines come."""
+
+    pgid = None
+
+    def __init__(self) -> None:
+        self.exited = False
+        self.eof = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return not self.exited
+
+    def drain(self, timeout: float) -> bool:
+        return self.eof.wait(timeout)
+
+
+def _watched(inv, tmp_path, settle_s):
+    job = TrainingJob(inv, NODES, ["--model", "test", "--pp", "2", "--dp", "2"], "w-1", report_dir=tmp_path,
+                      metrics=None, settle_s=settle_s)
+    job.jobs = {s.name: FakeJob() for s in job.specs}
+    cbs = {s.name: job._line_cb(s) for s in job.specs}
+    job._t0 = job._last_progress = time.monotonic()
+    job._watchdog = threading.Thread(target=job._watch, daemon=True)
+    job._watchdog.start()
+    cbs["dc-a-gpu1"]('workload.train: {"model": "test"}')
+    return job, cbs
+
+
+def test_a_killed_rank_is_decided_when_its_torchrun_exits_with_its_exit_code(inv, tmp_path):
+    job, say = _watched(inv, tmp_path, settle_s=30)
+    for n in ("dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu2"):
+        say[n](RESET)
+    say["dc-b-gpu1"](KILLED)
+    for line in ("  rank      : 2 (local_rank: 0)", "  exitcode  : -9 (pid: 14528)  (SIGKILL)",
+                 "  traceback : Signal 9 (SIGKILL) received by PID 14528"):
+        say["dc-b-gpu1"](line)
+    time.sleep(0.5)
+    assert job.outcome is None          # dc-b-gpu1's torchrun reported its worker: wait for its exit
+    t = time.monotonic()
+    job.jobs["dc-b-gpu1"].exited = True  # the exit status is in, the exit tag not yet read
+    time.sleep(0.3)
+    say["dc-b-gpu1"]("DCILAB-EXIT 1")
+    job.jobs["dc-b-gpu1"].eof.set()
+    out = job.wait(5)
+    assert (out.status, out.cause, out.detail) == (INTERRUPTED, RANK_EXIT, "rank 2 on dc-b-gpu1 exited (signal SIGKILL)")
+    assert out.exit_codes == {"dc-a-gpu1": None, "dc-a-gpu2": None, "dc-b-gpu1": 1, "dc-b-gpu2": None}
+    assert out.decided_at - t < 1.0 and out.detected_s < 2.0
+
+
+def test_a_pg_timeout_on_every_rank_is_decided_at_once(inv, tmp_path):
+    job, say = _watched(inv, tmp_path, settle_s=30)
+    t = time.monotonic()
+    for n in NODES:
+        say[n](TIMEOUT)
+    out = job.wait(5)
+    assert (out.status, out.cause) == (INTERRUPTED, PG_TIMEOUT) and "Timed out waiting 10000ms" in out.detail
+    assert out.decided_at - t < 0.5
+
+
+def test_a_silent_node_is_waited_for_until_the_settle_window_ends(inv, tmp_path):
+    job, say = _watched(inv, tmp_path, settle_s=1.0)
+    for n in NODES[:3]:
+        say[n](TIMEOUT)
+    out = job.wait(5)
+    assert (out.status, out.cause) == (INTERRUPTED, PG_TIMEOUT)
+    assert 1.0 <= out.detected_s < 1.5
+
+
+def test_a_run_that_completes_is_completed_although_torchruns_log_rendezvous_errors_winding_down(inv, tmp_path):
+    job, say = _watched(inv, tmp_path, settle_s=30)
+    say["dc-a-gpu1"]("DCILAB-EXIT 0")                  # the host (and the c10d store) go first
+    job.jobs["dc-a-gpu1"].exited = True
+    job.jobs["dc-a-gpu1"].eof.set()
+    for n in ("dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2"):
+        say[n](RDZV_SHUTDOWN)
+    time.sleep(0.3)
+    assert job.outcome is None
+    for n in ("dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2"):
+        say[n]("DCILAB-EXIT 0")
+        job.jobs[n].exited = True
+        job.jobs[n].eof.set()
+    out = job.wait(5)
+    assert out.ok and out.exit_codes == dict.fromkeys(NODES, 0), out

@@ -10,12 +10,13 @@ events, watch and classify (completed / interrupted / stalled), and stop for sur
 
 from testbed.jobs.events import (CONNECTION_RESET, NODE_START, PG_TIMEOUT, RANK_EXIT, RENDEZVOUS, STALLED,
                                  STARTUP, IterationEvent, IterationParser, JsonLineParser, MegatronParser,
-                                 NodeEvidence, classify, scan_line)
+                                 NodeEvidence, classify, evidence_complete, scan_line)
 from testbed.jobs.launcher import (COMPLETED, INTERRUPTED, JobEnded, JobError, JobOutcome, NodeSpec, TrainingJob,
-                                   node_specs)
+                                   node_specs, torchrun_workers)
 
 __all__ = [
     "COMPLETED", "CONNECTION_RESET", "INTERRUPTED", "NODE_START", "PG_TIMEOUT", "RANK_EXIT", "RENDEZVOUS", "STALLED",
     "STARTUP", "IterationEvent", "IterationParser", "JobEnded", "JobError", "JobOutcome", "JsonLineParser",
-    "MegatronParser", "NodeEvidence", "NodeSpec", "TrainingJob", "classify", "node_specs", "scan_line",
+    "MegatronParser", "NodeEvidence", "NodeSpec", "TrainingJob", "classify", "evidence_complete", "node_specs",
+    "scan_line", "torchrun_workers",
 ]

@@ -5,6 +5,7 @@
   (Megatron-LM's ``training_log`` with ``--log-interval 1``: ``elapsed time per iteration (ms)``).
 * :func:`scan_line`: the evidence of an interruption in a log line (gloo/NCCL timeout, connection
   reset, a worker that exited, a rendezvous that failed, a node that cannot start torch).
+* :func:`evidence_complete`: whether every node has said what it will say (no need to wait longer).
 * :func:`classify`: the cause of an interruption from every node's evidence and exit code.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,6 +104,19 @@ def scan_line(ev: NodeEvidence, line: str) -> str | None:
 
 
 COMM = (PG_TIMEOUT, CONNECTION_RESET)
+
+
+def evidence_complete(nodes: Sequence[NodeEvidence], exited: Mapping[str, bool], started: bool = False) -> bool:
+    """Whether waiting longer can add nothing to :func:`classify`'s input: every node has exited
+    (``exited``: its output read to the end), or has shown evidence that ``classify`` weighs (not
+    a rendezvous or start error once the loop ``started``: torchrun logs those while it winds down,
+    also after a run that completed) while its torchrun is still up and has reported no failed
+    worker.  A torchrun that has reported one exits in a moment, so its node is waited for: its
+    exit code belongs in the outcome.  A silent node may still say it was the root cause (a killed
+    rank's torchrun reports after the others' resets)."""
+    ignored = {NODE_START, RENDEZVOUS} if started else set()
+    return all(exited.get(n.node, False) or (bool(n.kinds() - ignored) and n.worker_exitcode is None)
+               for n in nodes)
 
 
 def classify(nodes: list[NodeEvidence], started: bool = False,

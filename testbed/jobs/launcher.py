@@ -17,15 +17,34 @@ A watchdog thread ends the run with a :class:`JobOutcome`:
 * ``completed``: every node's torchrun exited 0;
 * ``interrupted``: a node exited non-zero, or a log showed a gloo/NCCL timeout, a connection
   reset, a worker that exited, a failed rendezvous or a node that cannot start torch; the cause
-  comes from every node's log (:func:`testbed.jobs.events.classify`), ``settle_s`` after the
-  first sign;
+  comes from every node's log (:func:`testbed.jobs.events.classify`), decided ``settle_s`` after
+  the first sign at the latest, and as soon as the evidence is complete once the training loop
+  has started (:func:`testbed.jobs.events.evidence_complete`: every node has exited, or has shown
+  evidence that counts, with its torchrun still up and no failed worker reported; a torchrun that
+  reported one exits within about a second, and its exit code is waited for and recorded);
 * ``stalled``: no iteration for ``max(stall_factor x baseline iteration time, min_stall_s)``
   (``baseline_s``, or the median of this run's non-warm-up iterations), or no first iteration
   within ``startup_timeout_s``, with nothing in the logs.
 
-Then it stops every node: TERM then KILL of the process group, then of anything whose command
-line carries this run's id (torchrun starts its workers in sessions of their own, so killing the
-group alone can orphan them), and checks with ``pgrep`` that nothing is left.
+Then it stops every node: TERM (and CONT, for a frozen process) to everything whose command line
+carries this run's id (torchrun starts its workers in sessions of their own, so killing the
+group alone can orphan them) and to the process group, KILL of what is left after
+``stop_grace_s``, and checks with ``pgrep`` that nothing is left.
+
+Bounds, measured on the emulated lab (test model, pp-remote, 4 nodes; ``tests/test_jobs_lab.py``):
+
+* a killed rank: its torchrun reports the worker (``exitcode: -9``) and exits 1 within about a
+  second; the outcome is decided once that node has exited and every other node has spoken
+  (about 1 s after the kill; ``settle_s`` at most), with that node's exit code recorded;
+* the line blocked longer than the process-group timeout: gloo times each operation out
+  ``pg_timeout_s`` after *that operation began* (the ops in flight when the line went dark, so
+  within one iteration of the outage's start) and every rank's timeout line arrives within a
+  few ms of the others, so the outcome is decided ``pg_timeout_s`` + about 0.1 s after the
+  outage began (``pg_timeout_s + settle_s`` at most).  The torchruns on the far side of the line
+  cannot act on SIGTERM then (their main thread waits in a c10d store call across the dark line
+  until it comes back, plus TCP's retransmission backoff), so stopping them costs
+  ``stop_grace_s`` before SIGKILL: :meth:`TrainingJob.wait` returns ``stop_s`` (about
+  ``stop_grace_s`` + 2 s) after the decision (:attr:`JobOutcome.decided_at`).
 """
 
 from __future__ import annotations
@@ -83,6 +102,7 @@ class JobOutcome:
     logs: dict[str, Path]              # per node: the controller's copy of its log
     elapsed_s: float                   # start -> outcome decided
     detected_s: float | None = None    # first sign of trouble -> outcome decided
+    decided_at: float = 0.0            # time.monotonic() when the outcome was decided (before the stop)
     stop_s: float = 0.0                # time taken to stop every node
     leftovers: dict[str, list[str]] = field(default_factory=dict)  # processes left (should be empty)
 
@@ -110,6 +130,26 @@ def node_specs(inv: Inventory, nodes: Sequence[str]) -> list[NodeSpec]:
         devs.append((str(dev.data_address), dev.name, dev.site, py))
     devs.sort()
     return [NodeSpec(name=n, site=s, rank=r, data_address=a, python=p) for r, (a, n, s, p) in enumerate(devs)]
+
+
+# torchrun's agent as ps shows it: ``python -m torch.distributed.run ...`` or the ``torchrun`` script
+# (run by its interpreter); the shells around it carry the same words further along their command lines
+_AGENT = re.compile(r"^(\S*/)?python[\d.]*(\s+-\S+)*?\s+(-m\s+torch\.distributed\.(run|launch)|(\S*/)?torchrun)(\s|$)")
+
+
+def torchrun_workers(ps: str, pgid: int) -> list[int]:
+    """The workers of the torchrun agent in process group ``pgid``, from ``ps -e -o pid=,ppid=,pgid=,args=``.
+
+    Only the agent's children: matching command lines instead would also hit the job's wrapper
+    shells and ``tee`` (their command lines contain the torchrun command), and killing those
+    loses torchrun's own report and exit code."""
+    rows: list[tuple[int, int, int, str]] = []
+    for line in ps.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) == 4 and all(x.isdigit() for x in parts[:3]):
+            rows.append((int(parts[0]), int(parts[1]), int(parts[2]), parts[3]))
+    agents = {pid for pid, _, group, args in rows if group == pgid and _AGENT.match(args)}
+    return sorted(pid for pid, ppid, _, _ in rows if ppid in agents)
 
 
 def _workload_tar() -> bytes:
@@ -227,7 +267,8 @@ class TrainingJob:
                         "-m", "workload.train", *self._train_args()]
             inner = " ".join(q(x) for x in torchrun)
         workdir = self.remote_dir if self.ship else str(ROOT)
-        # sh -c of the driver's wrapper loses the exit code (no PIPESTATUS in dash): say it in the log
+        # torchrun's own exit code, in the stream before its end: the channel's exit status is the
+        # wrapper's (setsid -w bash), which is not torchrun's when the wrapper itself is killed
         return (f"mkdir -p {shlex.quote(self.remote_dir)} && cd {shlex.quote(workdir)} && {{ {inner} ; }}; "
                 f'rc=$?; echo "{EXIT_TAG} $rc"; exit $rc')
 
@@ -421,18 +462,22 @@ class TrainingJob:
             self._finish(INTERRUPTED, "watchdog-error", str(e))
 
     def _watch_loop(self) -> None:
+        exited: set[str] = set()
         while not self._stopped:
+            for n, j in self.jobs.items():
+                if n not in exited and not j.running:
+                    # the exit tag may still be in the reader: a node counts as exited once its
+                    # output has been read to the end, so its exit code is known by then
+                    if not j.drain(1.0):
+                        logger.warning("jobs: %s on %s exited but its output did not end within 1 s", self.run_id, n)
+                    exited.add(n)
             now = time.monotonic()
-            done = {n: (not j.running) for n, j in self.jobs.items()}
+            done = {n: n in exited for n in self.jobs}
             codes = {n: self.evidence[n].exit_code for n in self.jobs}
-            if all(done.values()):
-                time.sleep(0.1)   # the last lines (exit tags) may still be in the reader
-                codes = {n: self.evidence[n].exit_code for n in self.jobs}
-                if all(c == 0 for c in codes.values()):
-                    self._finish(COMPLETED, None, f"{len(self.events)} iterations")
-                    return
-            bad = any(done[n] and codes[n] not in (0, None) for n in done) or any(
-                done[n] and codes[n] is None for n in done)
+            if all(done.values()) and all(c == 0 for c in codes.values()):
+                self._finish(COMPLETED, None, f"{len(self.events)} iterations")
+                return
+            bad = any(done[n] and codes[n] != 0 for n in done)
             sign = self._first_sign
             if bad or sign is not None:
                 with self._cond:
@@ -440,7 +485,8 @@ class TrainingJob:
                         self._first_sign = now
                     sign = self._first_sign
                 # let the other ranks' logs tell their side (or all nodes exit), then classify
-                if now - sign >= self.settle_s or all(done.values()):
+                if (now - sign >= self.settle_s or all(done.values())
+                        or (self._started_loop and ev.evidence_complete(list(self.evidence.values()), done, started=True))):
                     cause, detail = ev.classify(list(self.evidence.values()), started=self._started_loop,
                                                 addresses={s.name: s.data_address for s in self.specs})
                     self._finish(INTERRUPTED, cause, detail)
@@ -469,7 +515,7 @@ class TrainingJob:
                          elapsed_s=t - self._t0,
                          detected_s=None if self._first_sign is None or status == COMPLETED
                          else t - self._first_sign,
-                         stop_s=stop_s, leftovers=leftovers)
+                         decided_at=t, stop_s=stop_s, leftovers=leftovers)
         with self._cond:
             if self._outcome is None:
                 self._outcome = out
@@ -532,15 +578,22 @@ class TrainingJob:
                 if node is None:
                     return
                 job = self.jobs.get(name)
+                pat = shlex.quote(self._pattern())
+                try:   # workers live in sessions of their own: TERM them by run id together with their
+                    # torchrun (which would otherwise wait on a frozen worker until its grace ran
+                    # out), CONT so that a stopped one acts on it
+                    node.run(f"pkill -TERM -f {pat}; pkill -CONT -f {pat}; true", timeout=15)
+                except Exception as e:  # noqa: BLE001
+                    errs[name] = f"pattern TERM: {e}"
                 try:
                     if job is not None and job.pgid:
                         job.stop(grace=self.stop_grace_s)
                 except Exception as e:  # noqa: BLE001
-                    errs[name] = f"group stop: {e}"
-                pat = shlex.quote(self._pattern())
-                try:   # workers live in sessions of their own: end them by run id, TERM then KILL
-                    node.run(f"pkill -TERM -f {pat}; for i in $(seq 50); do pgrep -f {pat} >/dev/null || exit 0; "
-                             f"sleep 0.1; done; pkill -KILL -f {pat}; sleep 0.2; true", timeout=30)
+                    errs[name] = errs.get(name, "") + f" group stop: {e}"
+                try:   # what is left of them after the grace: KILL
+                    node.run(f"for i in $(seq {max(1, int(self.stop_grace_s * 10))}); do "
+                             f"pgrep -f {pat} >/dev/null || exit 0; sleep 0.1; done; pkill -KILL -f {pat}; "
+                             f"sleep 0.2; true", timeout=30 + self.stop_grace_s)
                 except Exception as e:  # noqa: BLE001
                     errs[name] = errs.get(name, "") + f" pattern stop: {e}"
 
@@ -590,17 +643,18 @@ class TrainingJob:
     # ---------------------------------------------------------------------------------- helpers for tests
 
     def worker_pids(self, node: str) -> list[int]:
-        """The training processes (torchrun's children) on ``node``."""
-        spec = next(s for s in self.specs if s.name == node)
-        n = self.nodes[node]
-        pat = shlex.quote(f"[t]orch.distributed.run .*--local-addr {re.escape(spec.data_address)} ")
-        r = n.run(f"for p in $(pgrep -f {pat}); do pgrep -P $p; done; true", timeout=15)
-        return [int(x) for x in r.stdout.split()]
+        """The training processes on ``node``: the children of the torchrun in this job's process group."""
+        job = self.jobs.get(node)
+        if job is None or not job.pgid:
+            raise JobError(f"no job started on {node}")
+        r = self.nodes[node].run("ps -e -o pid=,ppid=,pgid=,args=", timeout=15)
+        return torchrun_workers(r.stdout, job.pgid)
 
     def kill_rank(self, node: str, sig: str = "KILL") -> list[int]:
+        """Send ``sig`` to ``node``'s workers only, so that its torchrun sees them go and reports it."""
         pids = self.worker_pids(node)
         if not pids:
-            raise JobError(f"no worker process on {node}")
+            raise JobError(f"no torchrun worker on {node} (process group {self.jobs[node].pgid})")
         self.nodes[node].run(f"kill -{sig} {' '.join(map(str, pids))}", timeout=15)
         return pids
 

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     fp.set_defaults(func=_fault_plan)
     from testbed.metrics.cli import add_parser as add_metrics_parser
     add_metrics_parser(sub)
+    from testbed.trial.cli import add_parser as add_trial_parser
+    add_trial_parser(sub)
     return p
 
 
@@ -194,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     except (LabError, NotEmulated) as exc:
-        print(f"dcilab {args.area} {args.action}: {exc}", file=sys.stderr)
+        print(f"dcilab {args.area} {getattr(args, 'action', '')}: {exc}".replace("  ", " "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"dcilab {args.area} {args.action}: interrupted", file=sys.stderr)
+        print(f"dcilab {args.area} {getattr(args, 'action', '')}: interrupted".replace("  ", " "), file=sys.stderr)
         return 130
 
 

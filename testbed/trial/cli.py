@@ -1,0 +1,68 @@
+"""``dcilab trial``: the field-trial suite (pytest underneath) against an inventory.
+
+    dcilab trial --inventory inventory/emulated.yaml --profile quick [--report-dir DIR] [-k EXPR]
+
+On an emulated inventory the lab is brought up if it is not up, and brought down afterwards
+(left up if it was up before).  The exit code is pytest's: 0 every case passed (or was skipped
+with a reason), 1 a case failed, 2 interrupted, 4 bad input (inventory, profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("trial", help="run the field-trial suite (cases/) against an inventory and write a report",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--inventory", type=Path, default=None,
+                   help="testbed inventory (default: $DCILAB_INVENTORY or inventory/emulated.yaml)")
+    p.add_argument("--profile", default="quick", help="quick | full | nightly (cases/profiles.yaml)")
+    p.add_argument("--profiles-file", type=Path, default=None, help="profiles and criteria file")
+    p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<run-id>")
+    p.add_argument("--run-id", default=None, help="default: UTC time + a random suffix")
+    p.add_argument("-k", dest="keyword", default=None, help="only cases matching this pytest -k expression")
+    p.add_argument("--dry-run", action="store_true", help="plan every case; connect to nothing")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
+    p.set_defaults(func=run_trial)
+
+
+def pytest_args(a: argparse.Namespace) -> list[str]:
+    from testbed.cli import default_inventory
+    from testbed.pytest_plugin import new_run_id
+
+    run_id = a.run_id or new_run_id()
+    report = a.report_dir or ROOT / "reports" / run_id
+    args = [str(ROOT / "cases"), "--inventory", str(a.inventory or default_inventory()), "--profile", a.profile,
+            "--run-id", run_id, "--report-dir", str(report), "--junitxml", str(Path(report) / "junit.xml"),
+            "-p", "no:cacheprovider", "-rA", "--rootdir", str(ROOT)]
+    if a.profiles_file:
+        args += ["--profiles-file", str(a.profiles_file)]
+    if a.keyword:
+        args += ["-k", a.keyword]
+    if a.dry_run:
+        args.append("--dry-run")
+    extra = list(a.pytest_args or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return args + extra
+
+
+def run_trial(a: argparse.Namespace) -> int:
+    import pytest
+
+    args = pytest_args(a)
+    report = Path(args[args.index("--report-dir") + 1])
+    print(f"dcilab trial: pytest {' '.join(args)}", flush=True)
+    rc = int(pytest.main(args))
+    summary = report / "summary.json"
+    if summary.exists():
+        print(f"dcilab trial: report in {report} (summary.json, junit.xml, iterations.jsonl, faults.jsonl, "
+              f"testbed.json)", flush=True)
+    else:
+        print(f"dcilab trial: no report written (pytest exit {rc}: see the messages above)", flush=True)
+    return rc

@@ -1,0 +1,328 @@
+"""Run one training job under the trial's conditions, with a fault at a chosen iteration.
+
+The sequence a case needs, waiting on conditions with deadlines (never a fixed sleep):
+
+1. apply the standing conditions (e.g. the gateways' convergence ratio), verified;
+2. start the job on the GPU nodes; wait for warm-up;
+3. (optionally) start the service probe with the first iteration, so that its start-up cost falls
+   in warm-up and the steady iterations carry the probe's load like the faulted ones;
+4. when iteration ``fault_at`` starts, apply the fault (verified by reading the devices back);
+5. hold it for ``hold`` iterations, or until the job ends;
+6. stop the probe and collect its report, undo the fault (verified), wait for the job's outcome;
+7. on any way out (failure, timeout, Ctrl-C) the job is stopped on every node, the probe
+   stopped, the fault and the conditions undone, in that order.
+
+The result is a :class:`CaseRun`: the per-iteration series, the fault windows (in iterations
+and on the controller's clock), the job outcome and the probe report.  ``dry_run`` returns the
+plan (commands and fault steps) without connecting to anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import DriverError
+from testbed.faults import Fault, FaultError, FaultRecord, Testbed
+from testbed.inventory import DeviceKind, Inventory
+from testbed.jobs import JobEnded, JobError, TrainingJob
+from testbed.jobs.events import IterationEvent
+
+from .analysis import Point
+from .probe import ProbeFailed, ServiceProbe
+
+logger = logging.getLogger("dcilab.trial")
+RDZV_PORT_BASE, RDZV_PORTS = 29500, 16      # 29500-29515 must be open between the GPU nodes
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to train: the same spec gives the same job (and the same cached baseline)."""
+
+    model: str
+    tp: int
+    pp: int
+    dp: int
+    placement: str
+    steps: int
+    warmup: int
+    nodes: tuple[str, ...]
+    extra: tuple[str, ...] = ()
+    pg_timeout_s: float = 120.0
+    startup_timeout_s: float = 180.0
+
+    @property
+    def layout(self) -> str:
+        return f"tp{self.tp}-pp{self.pp}-dp{self.dp}"
+
+    def workload_args(self) -> list[str]:
+        return ["--model", self.model, "--tp", str(self.tp), "--pp", str(self.pp), "--dp", str(self.dp),
+                "--placement", self.placement, "--steps", str(self.steps), "--warmup", str(self.warmup),
+                *self.extra]
+
+    def baseline_key(self) -> tuple[Any, ...]:
+        return (self.model, self.layout, self.placement, self.nodes, self.extra)
+
+
+@dataclass
+class ProbePlan:
+    """Probe traffic from the first iteration to the fault's undo, so that the steady
+    iterations carry the same probe load as the faulted ones (on a small emulated lab the probe's
+    frames cost the line emulator CPU)."""
+
+    src: str
+    dst: str
+    rate_pps: float = 500.0
+    size: int = 128
+    max_s: float = 900.0        # the stream's length if nobody stops it (the job's end stops it)
+
+
+@dataclass
+class FaultWindow:
+    """A fault (or a standing condition) as it happened: iterations and controller-clock instants."""
+
+    kind: str
+    target: str
+    role: str                                  # "fault" | "condition"
+    applied_step: int | None = None            # iteration in progress when it was applied
+    undone_step: int | None = None             # iteration in progress when it was undone (None: after the job)
+    applied_ns: int | None = None              # wall clock (time.time_ns) on the controller
+    verified_ns: int | None = None
+    undone_ns: int | None = None
+    held_s: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def of(cls, rec: FaultRecord, role: str) -> FaultWindow:
+        w = cls(rec.kind, rec.target, role)
+        w.update(rec)
+        return w
+
+    def update(self, rec: FaultRecord) -> None:
+        self.applied_ns = rec.applied_at.wall_ns if rec.applied_at else None
+        self.verified_ns = rec.verified_at.wall_ns if rec.verified_at else None
+        self.undone_ns = rec.undone_at.wall_ns if rec.undone_at else None
+        self.held_s = rec.held_s
+        self.details = {k: v for k, v in rec.details.items() if k != "replies"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CaseRun:
+    job_id: str
+    spec: JobSpec
+    series: list[Point]
+    outcome: dict[str, Any]
+    faults: list[FaultWindow]
+    conditions: list[FaultWindow]
+    probe: dict[str, Any] | None
+    probe_error: str | None
+    report_dir: str
+    started_ns: int
+    ended_ns: int
+    error: str | None = None                   # what stopped the case early (timeout, device, ...)
+
+    @property
+    def status(self) -> str:
+        return str(self.outcome.get("status", "not-run"))
+
+    @property
+    def fault(self) -> FaultWindow | None:
+        return self.faults[0] if self.faults else None
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", s).strip("-")[:60] or "case"
+
+
+def default_nodes(inv: Inventory) -> tuple[str, ...]:
+    return tuple(d.name for d in inv.devices if d.kind == DeviceKind.GPU_NODE)
+
+
+class CaseRunner:
+    """Runs jobs for a trial run: one per case, plus the cached baselines."""
+
+    def __init__(self, tb: Testbed, run_id: str, report_dir: Path, *, writer: Any = "inventory",
+                 progress: Callable[[str], None] = lambda _m: None, on_iteration: Callable[[str, Point], None]
+                 | None = None) -> None:
+        self.tb, self.inv = tb, tb.inv
+        self.run_id, self.report_dir = run_id, Path(report_dir)
+        self.writer = writer
+        self.progress = progress
+        self.on_iteration = on_iteration
+        self.current_fault: str | None = None
+        self._seq = 0
+
+    def plan(self, case: str, spec: JobSpec, conditions: list[Fault], fault: Fault | None) -> dict[str, Any]:
+        """The dry run: allow-list checks and steps of every fault, the job's command; nothing sent."""
+        out: dict[str, Any] = {"case": case, "job": {"nodes": list(spec.nodes), "workload_args": spec.workload_args()},
+                               "conditions": [], "fault": None}
+        for f, role in [(c, "condition") for c in conditions] + ([(fault, "fault")] if fault else []):
+            apply, undo = f.plan(self.inv)
+            d = {"kind": f.KIND, "target": f.target, "apply": [str(s) for s in apply], "undo": [str(s) for s in undo]}
+            if role == "condition":
+                out["conditions"].append(d)
+            else:
+                out["fault"] = d
+        return out
+
+    def _write_fault(self, case: str, scenario: str, w: FaultWindow) -> None:
+        if self.writer in (None, False, "inventory") or w.applied_ns is None:
+            return
+        from testbed.metrics import FaultEvent
+        with contextlib.suppress(Exception):     # the store never stops a case (the writer spools)
+            self.writer.write(FaultEvent(start_ns=w.applied_ns, end_ns=w.undone_ns, kind=w.kind, target=w.target,
+                                         run_id=self.run_id, case=case, scenario=scenario,
+                                         testbed=self.inv.name))
+
+    def run(self, case: str, scenario: str, spec: JobSpec, *, conditions: list[Fault] = (),  # type: ignore[assignment]
+            fault: Fault | None = None, fault_at: int | None = None, hold: int | None = None,
+            probe: ProbePlan | None = None, timeout_s: float = 900.0) -> CaseRun:
+        if fault is not None and (fault_at is None or not 1 <= fault_at < spec.steps):
+            raise ValueError(f"{case}: fault_at must be an iteration between 1 and {spec.steps - 1}, got {fault_at}")
+        self._seq += 1
+        job_id = f"{self.run_id}-{self._seq:02d}-{_slug(case)}"[:100]
+        case_dir = self.report_dir / "cases" / job_id
+        case_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        cond_w: list[FaultWindow] = []
+        fault_w: list[FaultWindow] = []
+        probe_rep: dict[str, Any] | None = None
+        probe_err: str | None = None
+        error: str | None = None
+        job: TrainingJob | None = None
+        started = time.time_ns()
+
+        def left() -> float:
+            return max(1.0, deadline - time.monotonic())
+
+        try:
+            with contextlib.ExitStack() as stack:
+                for c in conditions:
+                    self.progress(f"{case}: condition {c.KIND} {c.target}")
+                    rec = stack.enter_context(c.applied(self.tb))
+                    w = FaultWindow.of(rec, "condition")
+                    w.applied_step = 0
+                    cond_w.append(w)
+                    stack.callback(self._closed, w, rec, case, scenario)
+                job = TrainingJob(self.inv, list(spec.nodes), spec.workload_args(), job_id, case=case,
+                                  scenario=scenario, report_dir=case_dir,
+                                  metrics=self.writer, pg_timeout_s=spec.pg_timeout_s,
+                                  startup_timeout_s=spec.startup_timeout_s, rdzv_port=self._rdzv_port())
+                job.tags["run_id"] = self.run_id          # one run id per trial run in the store
+                job.on_event = self._on_event(case, spec)
+                self.progress(f"{case}: starting {spec.layout} {spec.placement} x {spec.steps} iterations on "
+                              f"{', '.join(spec.nodes)}")
+                stack.enter_context(job)
+                if fault is not None:
+                    assert fault_at is not None
+                    pr = None
+                    if probe is not None:
+                        job.wait_for_iteration_start(0, left())     # its start-up cost lands in warm-up
+                        pr = self._start_probe(probe, case_dir)
+                        if isinstance(pr, str):
+                            probe_err, pr = pr, None
+                        else:
+                            stack.callback(pr.close)
+                    job.wait_for_iteration_start(fault_at, left())
+                    w = FaultWindow(fault.KIND, fault.target, "fault")
+                    fault_w.append(w)
+                    w.applied_step = len(job.events)
+                    self.current_fault = f"{fault.KIND} {fault.target}"
+                    self.progress(f"{case}: applying {self.current_fault} at iteration {w.applied_step}")
+                    rec: FaultRecord | None = None
+                    try:
+                        with fault.applied(self.tb) as rec:
+                            w.update(rec)
+                            self.progress(f"{case}: {self.current_fault} in effect")
+                            try:
+                                if hold is not None:
+                                    job.wait_for_iteration(w.applied_step + hold - 1, left())
+                                else:
+                                    job.wait(left())
+                            except JobEnded:
+                                pass
+                            w.undone_step = len(job.events) if job.outcome is None else None
+                            if pr is not None:          # before the undo: the revert is another event
+                                try:
+                                    probe_rep = pr.finish(early=True)
+                                except ProbeFailed as exc:
+                                    probe_err = str(exc)
+                    finally:
+                        self.current_fault = None
+                        if rec is not None:
+                            w.update(rec)
+                        self._write_fault(case, scenario, w)
+                outcome = job.wait(left())
+                self.progress(f"{case}: job {outcome.status}{' (' + outcome.cause + ')' if outcome.cause else ''} "
+                              f"after {len(job.events)} iterations")
+        except JobEnded as exc:
+            error = f"the job ended before the case could go on: {exc}"
+            self.progress(f"{case}: stopped: {error}")
+        except (FaultError, JobError, TimeoutError, ProbeFailed, DriverError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.progress(f"{case}: stopped: {error}")
+        series = [self._point(e) for e in sorted(job.events, key=lambda e: e.step)] if job is not None else []
+        oc = job.outcome if job is not None else None
+        outcome = ({"status": oc.status, "cause": oc.cause, "detail": oc.detail, "iterations": oc.iterations,
+                    "exit_codes": oc.exit_codes, "elapsed_s": round(oc.elapsed_s, 3),
+                    "detected_s": oc.detected_s, "leftovers": oc.leftovers}
+                   if oc is not None else {"status": "not-run", "cause": None, "detail": error or ""})
+        self._save_iterations(case, job)
+        return CaseRun(job_id, spec, series, outcome, fault_w, cond_w, probe_rep, probe_err, str(case_dir),
+                       started, time.time_ns(), error)
+
+    def _rdzv_port(self) -> int:
+        """A rendezvous port per job, rotating over RDZV_PORTS: a job started right after another
+        found 29500 still bound on the first node (EADDRINUSE from the c10d store), so
+        back-to-back cases do not reuse the last job's port."""
+        return RDZV_PORT_BASE + (self._seq % RDZV_PORTS)
+
+    def _closed(self, w: FaultWindow, rec: FaultRecord, case: str, scenario: str) -> None:
+        w.update(rec)
+        self._write_fault(case, scenario, w)
+
+    def _start_probe(self, p: ProbePlan, case_dir: Path) -> ServiceProbe | str:
+        try:
+            return ServiceProbe(self.inv, p.src, p.dst, duration_s=p.max_s, rate_pps=p.rate_pps,
+                                size=p.size, log_dir=case_dir, log=self.progress).start()
+        except ProbeFailed as exc:
+            logger.warning("%s", exc)
+            return str(exc)
+
+    def _on_event(self, case: str, spec: JobSpec) -> Callable[[IterationEvent], None]:
+        def cb(e: IterationEvent) -> None:
+            fault = f", fault: {self.current_fault}" if self.current_fault else ""
+            self.progress(f"{case}: iteration {e.step + 1}/{spec.steps} {e.duration_s:.3f} s"
+                          f"{' (warm-up)' if e.warmup else ''}{fault}")
+            if self.on_iteration is not None:
+                self.on_iteration(case, self._point(e))
+        return cb
+
+    @staticmethod
+    def _point(e: IterationEvent) -> Point:
+        return Point(step=e.step, duration_s=e.duration_s, warmup=e.warmup, start_ns=e.start_ns, end_ns=e.end_ns,
+                     received_ns=e.received_ns, loss=e.loss, tokens_per_s=e.tokens_per_s)
+
+    def _save_iterations(self, case: str, job: TrainingJob | None) -> None:
+        """The raw iteration lines as the controller received them, one file for the whole run."""
+        if job is None:
+            return
+        with contextlib.suppress(OSError), open(self.report_dir / "iterations.jsonl", "a") as f:
+            for e in sorted(job.events, key=lambda e: e.step):
+                try:
+                    raw = json.loads(e.raw) if e.raw.strip().startswith("{") else {"line": e.raw}
+                except ValueError:
+                    raw = {"line": e.raw}
+                f.write(json.dumps({"run_id": self.run_id, "case": case, "job_id": job.run_id, "node": e.node,
+                                    "received_ns": e.received_ns, **raw}, separators=(",", ":")) + "\n")

@@ -1,0 +1,362 @@
+"""One trial run: the testbed held at its baseline, the cached baselines, the report, and per case
+a :class:`CaseContext` that runs the case's job and turns its series into a verdict.
+
+The pytest plugin builds these (fixtures ``trial`` and ``case``); nothing here knows vendor syntax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import DriverError
+from testbed.faults import (
+    BandwidthDrop,
+    BitErrors,
+    ConvergenceRatio,
+    Fault,
+    FiberCut,
+    ProtectionSwitch,
+    Testbed,
+    check_baseline,
+    restore,
+)
+from testbed.inventory import Inventory
+
+from . import analysis
+from .analysis import Point
+from .capabilities import probe_pair, service
+from .profile import Profile, Trial
+from .report import RunReport
+from .runner import CaseRun, CaseRunner, JobSpec, ProbePlan, default_nodes
+from .verdict import FAIL, check, verdict
+
+logger = logging.getLogger("dcilab.trial")
+
+
+class TestbedNotReady(RuntimeError):
+    __test__ = False
+
+
+@dataclass
+class Baseline:
+    """The same job over the unimpaired testbed: the reference for equivalent compute."""
+
+    key: str
+    spec: JobSpec
+    series: list[Point]
+    median_s: float | None
+    band: analysis.Band | None
+    outcome: dict[str, Any]
+    job_id: str
+    error: str | None = None
+    measured_at: float = 0.0          # time.monotonic() when it was measured
+
+    @property
+    def ok(self) -> bool:
+        return self.median_s is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "job_id": self.job_id, "median_s": self.median_s,
+                "band": self.band.to_dict() if self.band else None, "outcome": self.outcome, "error": self.error,
+                "series": [p.to_dict() for p in self.series], "workload_args": self.spec.workload_args(),
+                "nodes": list(self.spec.nodes)}
+
+
+class Faults:
+    """The fault catalogue bound to the inventory's DCI service (the ``faults`` fixture)."""
+
+    def __init__(self, inv: Inventory) -> None:
+        self.inv = inv
+        s = service(inv)
+        self.service = s.name if s else None
+
+    def _svc(self) -> str:
+        if self.service is None:
+            raise TestbedNotReady(f"inventory {self.inv.name!r} has no service to act on")
+        return self.service
+
+    def convergence(self, ratio: float) -> ConvergenceRatio:
+        return ConvergenceRatio(self._svc(), float(ratio))
+
+    def bandwidth_drop(self, to_gbps: int) -> BandwidthDrop:
+        return BandwidthDrop(self._svc(), int(to_gbps))
+
+    def bit_errors(self, ber: float, path: str | None = None) -> BitErrors:
+        return BitErrors(path or self.inv.services[0].working_path, float(ber))
+
+    def fiber_cut(self, path: str | None = None) -> FiberCut:
+        return FiberCut(path or self.inv.services[0].working_path)
+
+    def protection_lockout(self) -> ProtectionSwitch:
+        return ProtectionSwitch(self._svc(), "lockout")
+
+
+class TrialSession:
+    """Everything one run shares.  ``dry_run``: nothing is connected or sent."""
+
+    def __init__(self, inv: Inventory, trial: Trial, profile: Profile, run_id: str, report_dir: Path, *,
+                 dry_run: bool = False, writer: Any = None, progress: Callable[[str], None] = lambda _m: None,
+                 options: dict[str, Any] | None = None) -> None:
+        self.inv, self.trial, self.profile = inv, trial, profile
+        self.run_id, self.report_dir, self.dry_run = run_id, Path(report_dir), dry_run
+        self.progress = progress
+        self.writer = writer
+        self.tb = Testbed(inv, log=lambda m: logger.info("%s", m))
+        self.runner = CaseRunner(self.tb, run_id, self.report_dir, writer=writer if writer is not None else False,
+                                 progress=progress)
+        self.baselines: dict[tuple[Any, ...], Baseline] = {}
+        self.unreachable: dict[str, str] = {}
+        self.report = RunReport(self.report_dir, run_id, profile=profile.model_dump(mode="json"),
+                                testbed={"name": inv.name, "source": str(inv.source), "emulated": inv.is_emulated},
+                                options={**(options or {}), "dry_run": dry_run})
+        self.faults = Faults(inv)
+
+    # ---------------------------------------------------------------------------------- the testbed
+
+    def check_ready(self) -> None:
+        """Every device answers and the testbed is at its baseline (restored from the journal if a
+        crashed run left a fault); TestbedNotReady with every reason otherwise."""
+        if self.dry_run:
+            return
+        self.unreachable = self.reachability()
+        if self.unreachable:
+            self.report.set(unreachable=self.unreachable)
+            self.progress("devices not answering: " + "; ".join(f"{k}: {v}" for k, v in self.unreachable.items()))
+        off = self.off_baseline()
+        if off:
+            self.progress("testbed off its baseline: " + "; ".join(off) + " -> restoring from the journal")
+            restore(self.inv, log=self.progress)
+            off = self.off_baseline()
+        if off:
+            raise TestbedNotReady("the testbed is not at its baseline and restore did not bring it back: "
+                                  + "; ".join(off) + f" (run `dcilab lab restore --inventory {self.inv.source}`)")
+
+    def reachability(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for d in self.inv.devices:
+            try:
+                drv = self.tb.driver(d.name)
+                if hasattr(drv, "run"):
+                    drv.run("true", timeout=20)
+            except (DriverError, OSError) as exc:
+                out[d.name] = str(exc)
+                self.tb._drivers.pop(d.name, None)
+        return out
+
+    def off_baseline(self) -> list[str]:
+        try:
+            return check_baseline(self.tb)
+        finally:
+            self.tb.close()          # fresh connections per case: a device that came back is used again
+
+    def snapshot(self) -> None:
+        from testbed.snapshot import snapshot, write_snapshot
+        if self.dry_run:
+            snap = {"inventory": self.inv.model_dump(mode="json"), "devices": {}, "note": "dry run: devices not read"}
+        else:
+            self.progress("reading device versions for the testbed snapshot")
+            snap = snapshot(self.inv, timeout_s=60.0)
+        write_snapshot(snap, self.report_dir / "testbed.json")
+
+    # ---------------------------------------------------------------------------------- jobs
+
+    def spec(self, placement: str, steps: int) -> JobSpec:
+        p = self.profile
+        nodes = tuple(p.nodes) if p.nodes else default_nodes(self.inv)
+        return JobSpec(model=p.model, tp=p.layout.tp, pp=p.layout.pp, dp=p.layout.dp, placement=placement,
+                       steps=steps, warmup=p.warmup, nodes=nodes, extra=tuple(p.workload_args),
+                       pg_timeout_s=p.pg_timeout_s, startup_timeout_s=p.startup_timeout_s)
+
+    def baseline(self, placement: str) -> Baseline:
+        """Measured once per run per model/layout/placement: the job over the unimpaired testbed."""
+        p = self.profile
+        spec = self.spec(placement, p.warmup + p.baseline_steady)
+        key = spec.baseline_key()
+        old = self.baselines.get(key)
+        if old is None or time.monotonic() - old.measured_at > p.baseline_max_age_s:
+            name = f"baseline-{spec.model}-{spec.layout}-{placement}"
+            if old is not None:
+                name += f"-{sum(1 for k in self.report.summary['baselines'] if k.startswith(name)) + 1}"
+            self.progress(f"{name}: measuring the baseline over the unimpaired testbed")
+            run = self.runner.run(name, "baseline", spec, timeout_s=self._timeout(spec.steps))
+            pts = analysis.steady(run.series)
+            band = analysis.noise_band([x.duration_s for x in pts], p.noise.mad_k, p.noise.floor) if pts else None
+            err = run.error or (None if run.status == "completed" else f"baseline job {run.status}: "
+                                f"{run.outcome.get('detail')}")
+            if not err and band is not None and band.cv > p.noise.max_cv:
+                err = (f"the baseline's steady window is too noisy (robust CV {band.cv:.2f} > {p.noise.max_cv:.2f}, "
+                       "noise.max_cv): was the machine busy?")
+            b = Baseline(name, spec, run.series, band.center_s if band and not err else None, band, run.outcome,
+                         run.job_id, err, time.monotonic())
+            self.baselines[key] = b
+            self.report.add_baseline(name, b.to_dict())
+            self.off_baseline()
+        return self.baselines[key]
+
+    def _timeout(self, steps: int) -> float:
+        return self.profile.startup_timeout_s + steps * 60.0 + 120.0
+
+
+class CaseContext:
+    """One case (a test function with its parameters): run, measure, judge, record."""
+
+    def __init__(self, session: TrialSession, case_id: str, name: str, scenario: str, params: dict[str, Any],
+                 record_property: Callable[[str, Any], None]) -> None:
+        self.s, self.id, self.name, self.scenario = session, case_id, name, scenario
+        self.params = dict(params)
+        self.record_property = record_property
+        self.t0 = time.monotonic()
+        self.runs: list[CaseRun] = []
+        self.recorded = False
+
+    @property
+    def profile(self) -> Profile:
+        return self.s.profile
+
+    @property
+    def fault_at(self) -> int:
+        return self.profile.warmup + self.profile.steady
+
+    def probe_plan(self) -> ProbePlan:
+        src, dst = probe_pair(self.s.inv)
+        pr = self.profile.probe
+        return ProbePlan(src, dst, pr.rate_pps, pr.size, max_s=self.s._timeout(self.fault_at + self.profile.hold
+                                                                              + self.profile.after))
+
+    def run(self, placement: str, *, conditions: list[Fault] = (), fault: Fault | None = None,  # type: ignore[assignment]
+            hold: int | None = None, probe: bool = False) -> CaseRun:
+        """The case's job: conditions for the whole run, ``fault`` when iteration ``fault_at``
+        starts, held ``hold`` iterations (None: to the end), then ``after`` more iterations."""
+        p = self.profile
+        steps = self.fault_at + (hold or 0) + p.after if fault is not None else self.fault_at
+        spec = self.s.spec(placement, steps)
+        if self.s.dry_run:
+            import pytest
+            plan = self.s.runner.plan(self.name, spec, list(conditions), fault)
+            self._record({"status": "planned", "plan": plan}, verdict_="planned")
+            pytest.skip(f"dry run: {self.name}: {len(plan['conditions'])} condition(s), fault "
+                        f"{plan['fault']['kind'] + ' ' + plan['fault']['target'] if plan['fault'] else 'none'}, "
+                        f"{steps} iterations")
+        for name in spec.nodes:
+            if name in self.s.unreachable:
+                raise TestbedNotReady(f"{name} does not answer: {self.s.unreachable[name]}")
+        run = self.s.runner.run(self.name, self.scenario, spec, conditions=list(conditions), fault=fault,
+                                fault_at=self.fault_at if fault is not None else None, hold=hold,
+                                probe=self.probe_plan() if probe else None,
+                                timeout_s=self.s._timeout(steps))
+        self.runs.append(run)
+        self.s.report.add_faults(self.name, run.conditions + run.faults)
+        return run
+
+    # ---------------------------------------------------------------------------------- metrics
+
+    def steady_metrics(self, run: CaseRun, baseline: Baseline) -> dict[str, Any]:
+        """A setting without a fault (convergence): its steady median against the baseline's."""
+        pts = [x.duration_s for x in analysis.steady(run.series)]
+        m: dict[str, Any] = {"outcome": run.status, "iterations": len(run.series), "baseline_s": baseline.median_s,
+                             "median_s": statistics.median(pts) if pts else None,
+                             "steady_cv": analysis.noise_band(pts).cv if pts else None}
+        if pts and baseline.median_s:
+            m["equivalent_compute"] = analysis.equivalent_compute(baseline.median_s, pts)
+        return m
+
+    def fault_metrics(self, run: CaseRun, baseline: Baseline) -> dict[str, Any]:
+        m: dict[str, Any] = {"outcome": run.status, "cause": run.outcome.get("cause"), "iterations": len(run.series),
+                             "baseline_s": baseline.median_s}
+        w = run.fault
+        n = self.profile.noise
+        if w is not None and w.applied_step is not None and analysis.steady(run.series, w.applied_step):
+            imp = analysis.impact(run.series, w.applied_step, undo_step=w.undone_step, baseline_s=baseline.median_s,
+                                  applied_ns=w.applied_ns, mad_k=n.mad_k, floor=n.floor)
+            m.update(imp.to_dict())
+            m["steady_cv"] = imp.band.cv
+            m["fault_step"] = w.applied_step
+            m["fault_held_s"] = w.held_s
+        if run.probe:
+            # Service disruption time by the loss method (lost frames / rate), as transport test sets
+            # report it: the gap method also counts queueing jitter, which a shaped WAN under training
+            # load has plenty of (tens of ms) without losing anything.
+            m["disruption_ms"] = run.probe.get("sdt_loss_ms")
+            lossy = [e for e in (run.probe.get("disruptions") or {}).get("events", []) if e.get("missing")]
+            m["disruption_gap_ms"] = max((e["ms"] for e in lossy), default=0.0)
+            m["largest_gap_ms"] = run.probe.get("sdt_gap_ms")
+            m["probe_lost"] = run.probe.get("lost")
+            d = run.probe.get("delay_after") or {}
+            m["delay_after_p50_ms"] = d.get("p50_ms")
+            m["delay_before_p50_ms"] = (run.probe.get("delay_before") or {}).get("p50_ms")
+        if w is not None and w.details.get("active_length_km") is not None:
+            m["new_path_km"] = w.details["active_length_km"]
+            m["moved_after_s"] = w.details.get("moved_after_s")
+        return m
+
+    # ---------------------------------------------------------------------------------- verdict
+
+    def conclude(self, run: CaseRun, baseline: Baseline, metrics: dict[str, Any]) -> str:
+        """Check the criteria, record the case in the summary and junit; fail the test when a
+        criterion fails or the case could not run as planned."""
+        crits = self.s.trial.criteria_for(self.profile, self.scenario, self.params)
+        checks = [check(c, metrics, self.s.inv.is_emulated) for c in crits]
+        v = verdict(checks)
+        problems = []
+        if run.error:
+            problems.append(run.error)
+        if not baseline.ok:
+            problems.append(f"no baseline: {baseline.error}")
+        if run.probe_error:
+            problems.append(f"probe: {run.probe_error}")
+        cv, max_cv = metrics.get("steady_cv"), self.profile.noise.max_cv
+        if cv is not None and cv > max_cv:
+            problems.append(f"the steady window before the fault is too noisy to judge it (robust CV {cv:.2f} > "
+                            f"{max_cv:.2f}, noise.max_cv): was the machine busy?")
+        if run.outcome.get("leftovers"):
+            problems.append(f"processes left on nodes: {run.outcome['leftovers']}")
+        off = self.s.off_baseline()
+        if off:
+            restore(self.s.inv, log=self.s.progress)
+            problems.append("testbed left off its baseline (restored): " + "; ".join(off))
+        if problems:
+            v = FAIL
+        self._record({"status": run.status, "metrics": metrics, "criteria": [c.to_dict() for c in checks],
+                      "baseline": {"key": baseline.key, "median_s": baseline.median_s, "job_id": baseline.job_id},
+                      "series": [p.to_dict() for p in run.series], "outcome": run.outcome,
+                      "faults": [w.to_dict() for w in run.faults], "conditions": [w.to_dict() for w in run.conditions],
+                      "probe": run.probe, "job_id": run.job_id, "report_dir": run.report_dir,
+                      "problems": problems}, verdict_=v)
+        for k, val in metrics.items():
+            if isinstance(val, (int, float, str)) or val is None:
+                self.record_property(f"metric.{k}", val)
+        for c in checks:
+            self.record_property(f"criterion.{c.id}", f"{c.status}: {c.measured} ({c.op} {c.value}; "
+                                                      f"trial {c.reference})")
+        for c in checks:
+            self.s.progress(f"{self.name}: {c.line()}")
+        if v == FAIL:
+            import pytest
+            lines = [c.line() for c in checks if c.status in ("fail", "not-measured")] + problems
+            pytest.fail(f"{self.name}: " + "; ".join(lines), pytrace=False)
+        return v
+
+    def _record(self, extra: dict[str, Any], verdict_: str) -> None:
+        self.recorded = True
+        self.s.report.add_case({"id": self.id, "name": self.name, "scenario": self.scenario, "params": self.params,
+                                "verdict": verdict_, "duration_s": round(time.monotonic() - self.t0, 3), **extra})
+
+    def record_error(self, text: str) -> None:
+        """A case that ended without concluding (exception, timeout, Ctrl-C)."""
+        if not self.recorded:
+            last = self.runs[-1] if self.runs else None
+            self._record({"status": last.status if last else "not-run", "error": text,
+                          "series": [p.to_dict() for p in last.series] if last else [],
+                          "faults": [w.to_dict() for w in last.faults] if last else []}, verdict_="error")
+
+
+def close_quietly(session: TrialSession) -> None:
+    with contextlib.suppress(Exception):
+        session.tb.close()

@@ -1,0 +1,187 @@
+"""The trial framework without a lab: the metrics from a series, the profiles and criteria file
+(and its errors), verdicts beside the trial's numbers, and the suite end to end as a dry run
+(every case planned, `-k` selecting one scenario, capabilities skipping with their reason)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.trial import analysis
+from testbed.trial.analysis import Point
+from testbed.trial.profile import DEFAULT_FILE, ProfileError, load_trial
+from testbed.trial.verdict import FAIL, NOT_MEASURED, OBSERVED, PASS, check, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATED = ROOT / "inventory" / "emulated.yaml"
+
+
+def series(durations: list[float], warmup: int = 2, t0_ns: int = 10**18) -> list[Point]:
+    out, t = [], t0_ns
+    for i, d in enumerate(durations):
+        end = t + int(d * 1e9)
+        out.append(Point(step=i, duration_s=d, warmup=i < warmup, start_ns=t, end_ns=end, received_ns=end))
+        t = end
+    return out
+
+
+# ------------------------------------------------------------------------------------ analysis
+
+
+def test_noise_band_is_robust_to_one_odd_iteration() -> None:
+    b = analysis.noise_band([1.0, 1.01, 0.99, 1.0, 3.0], mad_k=3.0, floor=0.05)
+    assert b.center_s == 1.0 and b.high_s == pytest.approx(1.05)     # the 3.0 does not widen it
+    wide = analysis.noise_band([1.0, 1.2, 0.8, 1.1, 0.9], mad_k=3.0, floor=0.05)
+    assert wide.high_s == pytest.approx(1.0 + 3 * 1.4826 * 0.1)
+    with pytest.raises(ValueError, match="no steady iterations"):
+        analysis.noise_band([])
+
+
+def test_one_slow_iteration_after_the_fault_is_the_only_affected_one() -> None:
+    s = series([3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.5, 1.0, 1.01, 0.99])
+    applied = s[6].start_ns + 100_000_000
+    imp = analysis.impact(s, fault_step=6, baseline_s=0.9, applied_ns=applied)
+    assert imp.pre_fault_s == pytest.approx(1.0) and imp.affected_steps == [6] and imp.worst_step == 6
+    assert imp.worst_efficiency == pytest.approx(1 / 1.5) and imp.worst_equivalent_compute == pytest.approx(0.6)
+    assert imp.window_steps == [6, 7, 8, 9]                 # held to the end of the run
+    assert imp.mean_efficiency == pytest.approx(1.0 / ((1.5 + 1.0 + 1.01 + 0.99) / 4))
+    assert imp.recovery_s == pytest.approx((s[6].received_ns - applied) / 1e9)
+    assert imp.noisy_before == []
+
+
+def test_a_held_fault_counts_its_window_and_a_lasting_slowdown_is_every_iteration() -> None:
+    s = series([2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.4, 1.4, 1.4, 1.0, 1.0])
+    imp = analysis.impact(s, fault_step=6, undo_step=8)
+    assert imp.window_steps == [6, 7, 8] and imp.affected_steps == [6, 7, 8]
+    assert imp.mean_efficiency == pytest.approx(1 / 1.4) and imp.equivalent_compute is None   # no baseline given
+    none = analysis.impact(series([2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.03, 0.97]), fault_step=6)
+    assert none.affected_steps == [] and none.recovery_s is None
+
+
+def test_equivalent_compute_is_baseline_over_the_median() -> None:
+    assert analysis.equivalent_compute(1.0, [1.0, 1.25, 1.25, 4.0]) == pytest.approx(0.8)
+    assert analysis.per_iteration(series([2.0, 0.0]), 1.0) == [0.5, None]
+
+
+# ------------------------------------------------------------------------------------ profiles
+
+
+def test_the_shipped_profiles_load_and_expand_to_the_trial_cases() -> None:
+    t = load_trial()
+    quick = t.profile("quick")
+    assert [p["ratio"] for p in quick.params("convergence")] == [4, 8, 16, 4, 8, 16]
+    assert [p["ber"] for p in quick.params("bit_errors")] == [1e-10, 1e-9, 1e-8]
+    assert t.profile("nightly").repeats == 3 and t.profile("nightly").steady == t.profile("full").steady == 8
+    ids = [c.id for c in t.criteria_for(quick, "convergence", {"placement": "pp-remote", "ratio": 16})]
+    assert ids == ["convergence.pp-remote.16"]
+    c = t.criteria_for(quick, "convergence", {"placement": "pp-remote", "ratio": 16})[0]
+    assert (c.op, c.value, c.reference.value) == (">=", 0.95, 0.95)   # the trial's number is the default
+    with pytest.raises(ProfileError, match="no profile 'weekly'"):
+        t.profile("weekly")
+
+
+def test_profile_errors_name_file_line_field_and_fix(tmp_path: Path) -> None:
+    text = DEFAULT_FILE.read_text()
+    bad = text.replace("    steady: 4\n", "    steady: 1\n    stedy: 4\n", 1).replace("extends: full", "extends: fulll")
+    bad = bad.replace("    op: \">=\"\n    value: 0.95\n", "    op: \">=\"\n", 1)
+    f = tmp_path / "profiles.yaml"
+    f.write_text(bad)
+    with pytest.raises(ProfileError) as e:
+        load_trial(f)
+    msg = str(e.value)
+    assert f"{f}:" in msg
+    assert "needs a value" in msg                               # criterion without threshold
+    f.write_text(text.replace("    steady: 4\n", "    steady: 1\n    stedy: 4\n", 1))
+    with pytest.raises(ProfileError) as e:
+        load_trial(f)
+    lines = str(e.value).splitlines()
+    assert any("profiles.quick.stedy: unknown field" in x for x in lines)
+    assert any("profiles.quick.steady: Input should be greater than or equal to 3" in x for x in lines)
+    f.write_text(text.replace("extends: full", "extends: fulll"))
+    with pytest.raises(ProfileError, match=r"profiles.nightly.extends: extends unknown profile 'fulll'\n    fix: name one of"):
+        load_trial(f)
+    f.write_text(text + "  - id: switchover.affected\n    scenario: switchover\n    metric: x\n    op: observe\n"
+                 "    reference: {text: t}\n")
+    with pytest.raises(ProfileError, match="criterion id 'switchover.affected' is used twice"):
+        load_trial(f)
+
+
+def test_a_profile_overrides_a_criterion_by_id(tmp_path: Path) -> None:
+    f = tmp_path / "profiles.yaml"
+    f.write_text(DEFAULT_FILE.read_text().replace(
+        "    repeats: 3\n", "    repeats: 3\n    criteria: [{id: switchover.disruption, value: 30}]\n"))
+    t = load_trial(f)
+    (c,) = [x for x in t.criteria_for(t.profile("nightly"), "switchover", {}) if x.id == "switchover.disruption"]
+    assert c.value == 30 and c.reference.value == 50
+    (q,) = [x for x in t.criteria_for(t.profile("quick"), "switchover", {}) if x.id == "switchover.disruption"]
+    assert q.value == 50
+
+
+# ------------------------------------------------------------------------------------ verdicts
+
+
+def test_verdicts_report_the_trials_number_beside_the_measured_one() -> None:
+    t = load_trial()
+    q = t.profile("quick")
+    (slow,) = t.criteria_for(q, "bit_errors", {"ber": 1e-9})
+    ok = check(slow, {"mean_efficiency": 0.97}, emulated=True)
+    assert ok.status == PASS and ok.deviation == "measured 0.97, the trial 0.699" and "goes back N" in ok.emulation
+    assert check(slow, {"mean_efficiency": 0.97}, emulated=False).emulation is None
+    bad = check(slow, {"mean_efficiency": 0.5}, emulated=False)
+    assert bad.status == FAIL and verdict([ok, bad]) == FAIL
+    missing = check(slow, {}, emulated=False)
+    assert missing.status == NOT_MEASURED and verdict([missing]) == FAIL
+    (obs,) = t.criteria_for(q, "bit_errors", {"ber": 1e-8})
+    o = check(obs, {"outcome": "completed"}, emulated=True)
+    assert o.status == OBSERVED and o.deviation == "measured 'completed', the trial 'interrupted'"
+    assert verdict([o, ok]) == PASS
+
+
+# ------------------------------------------------------------------------------------ the suite, dry
+
+
+def dcilab(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_dry_run_plans_every_case_of_the_quick_profile_and_writes_the_summary(tmp_path: Path) -> None:
+    r = dcilab("trial", "--inventory", str(EMULATED), "--profile", "quick", "--dry-run", "--report-dir",
+               str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["profile"]["name"] == "quick"
+    got = sorted((c["scenario"], c["verdict"]) for c in s["cases"])
+    assert [x[0] for x in got].count("convergence") == 6 and len(got) == 13
+    assert {x[1] for x in got} == {"planned"}
+    cut = next(c for c in s["cases"] if c["scenario"] == "reroute")["plan"]
+    assert [x["kind"] for x in cut["conditions"]] == ["ConvergenceRatio", "ProtectionSwitch"]
+    assert cut["fault"]["kind"] == "FiberCut" and "--steps" in cut["job"]["workload_args"]
+    assert (tmp_path / "rep" / "junit.xml").exists() and (tmp_path / "rep" / "testbed.json").exists()
+    assert f"report in {tmp_path / 'rep'}" in r.stdout
+
+
+def test_k_selects_one_scenario_and_a_bad_profile_is_a_clear_error(tmp_path: Path) -> None:
+    r = dcilab("trial", "--dry-run", "-k", "switchover", "--report-dir", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert [c["scenario"] for c in s["cases"]] == ["switchover"]
+    r = dcilab("trial", "--dry-run", "--profile", "weekly", "--report-dir", str(tmp_path / "bad"))
+    assert r.returncode != 0 and "no profile 'weekly'" in r.stdout + r.stderr and "quick, full, nightly" in r.stdout + r.stderr
+
+
+def test_a_testbed_without_restoration_path_skips_the_reroute_with_that_reason(tmp_path: Path) -> None:
+    text = EMULATED.read_text().replace("    restoration_paths: [restoration]\n", "")
+    f = tmp_path / "inv.yaml"
+    f.write_text(text.replace("../.venv", str(ROOT / ".venv")))
+    r = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "cases"), "--inventory", str(f), "--dry-run",
+                        "-k", "reroute or switchover", "-rs", "-p", "no:cacheprovider", "--report-dir",
+                        str(tmp_path / "rep")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SKIPPED [1] cases/test_reroute.py" in r.stdout and "no restoration path in this inventory" in r.stdout
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert [c["scenario"] for c in s["cases"]] == ["switchover"]   # the planned one; the skipped one never ran

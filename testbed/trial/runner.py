@@ -161,6 +161,7 @@ class CaseRunner:
         self.progress = progress
         self.on_iteration = on_iteration
         self.current_fault: str | None = None
+        self.partial: CaseRun | None = None      # the run a Ctrl-C or a timeout cut short
         self._seq = 0
 
     def plan(self, case: str, spec: JobSpec, conditions: list[Fault], fault: Fault | None) -> dict[str, Any]:
@@ -191,6 +192,7 @@ class CaseRunner:
         if fault is not None and (fault_at is None or not 1 <= fault_at < spec.steps):
             raise ValueError(f"{case}: fault_at must be an iteration between 1 and {spec.steps - 1}, got {fault_at}")
         self._seq += 1
+        self.partial = None
         job_id = f"{self.run_id}-{self._seq:02d}-{_slug(case)}"[:100]
         case_dir = self.report_dir / "cases" / job_id
         case_dir.mkdir(parents=True, exist_ok=True)
@@ -272,6 +274,15 @@ class CaseRunner:
         except (FaultError, JobError, TimeoutError, ProbeFailed, DriverError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             self.progress(f"{case}: stopped: {error}")
+        except BaseException as exc:     # Ctrl-C, a test timeout: keep what happened (all undone by now)
+            self.partial = self._result(job_id, spec, job, fault_w, cond_w, probe_rep, probe_err, case_dir,
+                                        started, f"{type(exc).__name__}: {exc}".rstrip(": "), case)
+            raise
+        return self._result(job_id, spec, job, fault_w, cond_w, probe_rep, probe_err, case_dir, started, error, case)
+
+    def _result(self, job_id: str, spec: JobSpec, job: TrainingJob | None, fault_w: list[FaultWindow],
+                cond_w: list[FaultWindow], probe_rep: dict[str, Any] | None, probe_err: str | None, case_dir: Path,
+                started: int, error: str | None, case: str) -> CaseRun:
         series = [self._point(e) for e in sorted(job.events, key=lambda e: e.step)] if job is not None else []
         oc = job.outcome if job is not None else None
         outcome = ({"status": oc.status, "cause": oc.cause, "detail": oc.detail, "iterations": oc.iterations,

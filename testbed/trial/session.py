@@ -352,9 +352,16 @@ class CaseContext:
         """A case that ended without concluding (exception, timeout, Ctrl-C)."""
         if not self.recorded:
             last = self.runs[-1] if self.runs else None
+            part = self.s.runner.partial
+            if part is not None and part.spec.steps and (last is None or part.started_ns > last.started_ns):
+                last = part
+                self.s.report.add_faults(self.name, part.conditions + part.faults)
+                text = f"{text} ({part.error})" if part.error else text
             self._record({"status": last.status if last else "not-run", "error": text,
                           "series": [p.to_dict() for p in last.series] if last else [],
-                          "faults": [w.to_dict() for w in last.faults] if last else []}, verdict_="error")
+                          "faults": [w.to_dict() for w in last.faults] if last else [],
+                          "conditions": [w.to_dict() for w in last.conditions] if last else [],
+                          "outcome": last.outcome if last else None}, verdict_="error")
 
 
 def close_quietly(session: TrialSession) -> None:

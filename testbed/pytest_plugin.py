@@ -73,12 +73,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs root and Linux network namespaces (builds the emulated lab)")
     config.addinivalue_line("markers", "scenario(name): a field-trial case; its params come from the profile")
     config.addinivalue_line("markers", "needs(*capabilities): skipped on a testbed that cannot do it")
+    trial_run = _is_trial_invocation(config)       # before the defaults below are filled in
     run_id = config.getoption("--run-id") or new_run_id()
     config.option.run_id = run_id
     if config.getoption("--report-dir") is None:
         config.option.report_dir = REPO_ROOT / "reports" / run_id
-    if _is_trial_invocation(config) and not getattr(config.option, "xmlpath", None) \
-            and not hasattr(config, "workerinput"):
+    if trial_run and not getattr(config.option, "xmlpath", None) and not hasattr(config, "workerinput"):
         config.option.xmlpath = str(Path(config.option.report_dir) / "junit.xml")
 
 

@@ -185,3 +185,51 @@ def test_a_testbed_without_restoration_path_skips_the_reroute_with_that_reason(t
     assert "SKIPPED [1] cases/test_reroute.py" in r.stdout and "no restoration path in this inventory" in r.stdout
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert [c["scenario"] for c in s["cases"]] == ["switchover"]   # the planned one; the skipped one never ran
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+
+class ScriptedRunner:
+    """Stands in for the job runner (no lab): returns the series it is given, counts the jobs."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.durations, self.jobs = durations, []
+
+    def run(self, case, scenario, spec, **kw):  # type: ignore[no-untyped-def]
+        from testbed.trial.runner import CaseRun
+        self.jobs.append((case, spec.placement))
+        return CaseRun(f"job{len(self.jobs)}", spec, series(self.durations, warmup=spec.warmup),
+                       {"status": "completed"}, [], [], None, None, "", 0, 0)
+
+
+def test_the_baseline_is_cached_per_placement_refreshed_when_old_and_refused_when_noisy(tmp_path: Path) -> None:
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+    inv, t = load_inventory(EMULATED), load_trial()
+    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=True)
+    s.off_baseline = lambda: []                                       # type: ignore[method-assign]
+    s.runner = ScriptedRunner([3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.01])  # type: ignore[assignment]
+    b = s.baseline("pp-remote")
+    assert b.ok and b.median_s == pytest.approx(1.0) and s.baseline("pp-remote") is b
+    s.baseline("dp-remote")
+    assert s.runner.jobs == [("baseline-tiny-tp1-pp2-dp2-pp-remote", "pp-remote"),
+                             ("baseline-tiny-tp1-pp2-dp2-dp-remote", "dp-remote")]
+    b.measured_at -= t.profile("quick").baseline_max_age_s + 1         # older than the profile allows
+    again = s.baseline("pp-remote")
+    assert again is not b and s.runner.jobs[-1][0] == "baseline-tiny-tp1-pp2-dp2-pp-remote-2"
+    assert set(json.loads((tmp_path / "summary.json").read_text())["baselines"]) == {
+        "baseline-tiny-tp1-pp2-dp2-pp-remote", "baseline-tiny-tp1-pp2-dp2-dp-remote",
+        "baseline-tiny-tp1-pp2-dp2-pp-remote-2"}
+    s.baselines.clear()
+    s.runner = ScriptedRunner([3.0, 2.0, 1.0, 1.5, 0.7, 1.3, 0.8])   # type: ignore[assignment]
+    noisy = s.baseline("pp-remote")
+    assert not noisy.ok and "too noisy" in (noisy.error or "")
+
+
+def test_the_frameworks_own_tests_write_no_trial_report() -> None:
+    before = set((ROOT / "reports").iterdir())
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_trial.py", "-k",
+                        "noise_band"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set((ROOT / "reports").iterdir()) == before and "junit.xml" not in r.stdout

@@ -105,3 +105,27 @@ def test_ctrl_c_during_the_fault_undoes_it_and_the_summary_says_interrupted(emul
     for n in ("dc-a-gpu1", "dc-b-gpu1"):
         with connect_gpu_node(inventory, n) as node:
             assert node.run("pgrep -af '[w]orkload.train|[d]rivers.probe'; true").stdout.strip() == ""
+
+
+def test_a_silent_gateway_fails_the_cases_that_need_it_and_the_rest_run(emulated_lab, inventory, tmp_path):
+    """dc-b-gw's CLI server is stopped (SIGSTOP: it accepts nothing, like a hung management
+    plane; the forwarding in the kernel goes on).  The convergence case needs the gateway and
+    fails naming it; the bandwidth drop does not and runs to its verdict."""
+    gw = emulated_lab.node("dc-b-gw")
+    pids = subprocess.run(["ip", "netns", "pids", gw.netns], capture_output=True, text=True).stdout.split()
+    assert pids
+    rep = tmp_path / "rep"
+    subprocess.run(["kill", "-STOP", *pids], check=True)
+    try:
+        r = subprocess.run(trial_cmd(inventory, rep, "convergence and pp-remote and 16 or bandwidth_drop and pp-remote"),
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    finally:
+        subprocess.run(["kill", "-CONT", *pids], check=True)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    s = json.loads((rep / "summary.json").read_text())
+    assert "dc-b-gw" in s["unreachable"]
+    cases = {c["scenario"]: c for c in s["cases"]}
+    conv, drop = cases["convergence"], cases["bandwidth_drop"]
+    assert conv["verdict"] == "fail" and "dc-b-gw" in " ".join(conv["problems"])
+    assert drop["status"] == "completed" and len(drop["series"]) > 0 and drop["criteria"]
+    at_baseline(inventory)

@@ -151,10 +151,28 @@ class TrialSession:
         return out
 
     def off_baseline(self) -> list[str]:
+        """How the testbed differs from its baseline.  A device that cannot be read is not a
+        difference: it goes to ``unreachable`` (the cases that need it fail with that reason, the
+        others run); one that answers again is taken off that list."""
+        names = {d.name for d in self.inv.devices}
         try:
-            return check_baseline(self.tb)
+            diffs = check_baseline(self.tb)
         finally:
             self.tb.close()          # fresh connections per case: a device that came back is used again
+        out, silent = [], {}
+        for d in diffs:
+            dev = d.split(" ", 1)[0].rstrip(":")
+            if ": cannot read: " in d and dev in names:      # check_baseline's "<device> <what>: cannot read: ..."
+                silent.setdefault(dev, d)
+            else:
+                out.append(d)
+        for dev in [n for n in self.unreachable if n not in silent and not self._gpu(n)]:
+            del self.unreachable[dev]
+        self.unreachable.update(silent)
+        return out
+
+    def _gpu(self, name: str) -> bool:
+        return self.inv.device(name).kind.value == "gpu_node"
 
     def snapshot(self) -> None:
         from testbed.snapshot import snapshot, write_snapshot

@@ -259,9 +259,9 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
         from testbed.emulated_lab import lab_plan
         plan = lab_plan(inventory)
         was_up = build.status(plan).built
-        if not was_up:
+        if not was_up:       # a lab that is up is used as it is: a device that is down is reported, not mended
             say(f"bringing up the emulated lab {inventory.name}")
-        build.up(plan, log=lambda *_: None)
+            build.up(plan, log=lambda *_: None)
     writer = None if dry else _make_writer(inventory, config.option.run_id)
     s = TrialSession(inventory, spec, profile, config.option.run_id, Path(config.option.report_dir), dry_run=dry,
                      writer=writer, progress=say,

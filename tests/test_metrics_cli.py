@@ -20,6 +20,7 @@ import pytest
 
 from testbed.metrics import Iteration, MetricsWriter, Spool
 from testbed.metrics.localstore import BINARY, LocalVictoriaMetrics, free_port
+from tests.test_metrics import series
 
 REPO = Path(__file__).resolve().parents[1]
 DCILAB = [sys.executable, "-m", "testbed.cli"]
@@ -69,12 +70,7 @@ def spool_while_down(url: str, spool: Path, run_id: str, n: int) -> list[Iterati
 def stored_steps(vm: LocalVictoriaMetrics, run_id: str, n: int) -> dict[int, float]:
     """timestamp (ms) -> step of one run, read back from the store; fails on a duplicate sample."""
     vm.wait_count(f'{{__name__="dcilab_iteration_step",run_id="{run_id}"}}', n, timeout=20)
-    out: dict[int, float] = {}
-    for s in vm.export(f'{{__name__="dcilab_iteration_step",run_id="{run_id}"}}'):
-        for ts, v in zip(s["timestamps"], s["values"], strict=True):
-            assert ts not in out, f"duplicate sample at {ts}"
-            out[ts] = v
-    return out
+    return series(vm, run_id, "step")
 
 
 @needs_vm

@@ -63,6 +63,7 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
     assert sum(1 for x in lines if x["case"] == case["name"]) == steps
     journal = [json.loads(x) for x in (rep / "faults.jsonl").read_text().splitlines()]
     assert [(j["role"], j["kind"]) for j in journal] == [("condition", "ConvergenceRatio"), ("fault", "BitErrors")]
+    assert all(j["applied_ns"] < j["undone_ns"] for j in journal)          # both undone, on the record
     snap = json.loads((rep / "testbed.json").read_text())
     assert set(snap["devices"]) == {d.name for d in inventory.devices}
     assert all("error" not in v for v in snap["devices"].values()), snap["devices"]

@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +99,6 @@ class FaultWindow:
     held_s: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-
-    @classmethod
-    def of(cls, rec: FaultRecord, role: str) -> FaultWindow:
-        w = cls(rec.kind, rec.target, role)
-        w.update(rec)
-        return w
 
     def update(self, rec: FaultRecord) -> None:
         self.applied_ns = rec.applied_at.wall_ns if rec.applied_at else None
@@ -212,11 +206,7 @@ class CaseRunner:
             with contextlib.ExitStack() as stack:
                 for c in conditions:
                     self.progress(f"{case}: condition {c.KIND} {c.target}")
-                    rec = stack.enter_context(c.applied(self.tb))
-                    w = FaultWindow.of(rec, "condition")
-                    w.applied_step = 0
-                    cond_w.append(w)
-                    stack.callback(self._closed, w, rec, case, scenario)
+                    stack.enter_context(self._condition(c, case, scenario, cond_w))
                 job = TrainingJob(self.inv, list(spec.nodes), spec.workload_args(), job_id, case=case,
                                   scenario=scenario, report_dir=case_dir,
                                   metrics=self.writer, pg_timeout_s=spec.pg_timeout_s,
@@ -254,12 +244,12 @@ class CaseRunner:
                                     job.wait(left())
                             except JobEnded:
                                 pass
-                            w.undone_step = len(job.events) if job.outcome is None else None
                             if pr is not None:          # before the undo: the revert is another event
                                 try:
                                     probe_rep = pr.finish(early=True)
                                 except ProbeFailed as exc:
                                     probe_err = str(exc)
+                            w.undone_step = len(job.events) if job.outcome is None else None
                     finally:
                         self.current_fault = None
                         if rec is not None:
@@ -299,9 +289,21 @@ class CaseRunner:
         back-to-back cases do not reuse the last job's port."""
         return RDZV_PORT_BASE + (self._seq % RDZV_PORTS)
 
-    def _closed(self, w: FaultWindow, rec: FaultRecord, case: str, scenario: str) -> None:
-        w.update(rec)
-        self._write_fault(case, scenario, w)
+    @contextlib.contextmanager
+    def _condition(self, c: Fault, case: str, scenario: str, windows: list[FaultWindow]) -> Iterator[FaultWindow]:
+        """A standing condition for the whole job; its window (with the undo's time) goes to the
+        store once it is undone."""
+        w = FaultWindow(c.KIND, c.target, "condition", applied_step=0)
+        windows.append(w)
+        rec: FaultRecord | None = None
+        try:
+            with c.applied(self.tb) as rec:
+                w.update(rec)
+                yield w
+        finally:
+            if rec is not None:
+                w.update(rec)
+            self._write_fault(case, scenario, w)
 
     def _start_probe(self, p: ProbePlan, case_dir: Path) -> ServiceProbe | str:
         try:

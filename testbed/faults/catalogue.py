@@ -78,6 +78,13 @@ class Testbed:
             self._drivers[name] = self._connect(self.inv, name)
         return self._drivers[name]
 
+    def forget(self, name: str) -> None:
+        """Drop a device's cached driver (it stopped answering: the next use reconnects)."""
+        d = self._drivers.pop(name, None)
+        if d is not None:
+            with contextlib.suppress(Exception):
+                d.close()
+
     def close(self) -> None:
         for d in self._drivers.values():
             with contextlib.suppress(Exception):

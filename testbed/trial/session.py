@@ -147,7 +147,7 @@ class TrialSession:
                     drv.run("true", timeout=20)
             except (DriverError, OSError) as exc:
                 out[d.name] = str(exc)
-                self.tb._drivers.pop(d.name, None)
+                self.tb.forget(d.name)
         return out
 
     def off_baseline(self) -> list[str]:

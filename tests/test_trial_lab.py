@@ -53,12 +53,17 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
     assert fault["undone_step"] == fault_at + q.hold and fault["details"]["ber_read_back"] == pytest.approx(1e-9)
     assert fault["applied_ns"] < fault["verified_ns"] < fault["undone_ns"]
     m = case["metrics"]
-    assert m["baseline_s"] > 0 and m["fault_step"] == fault_at and m["window_steps"][0] == fault_at
+    assert m["fault_step"] == fault_at and m["window_steps"][0] == fault_at
+    if m["baseline_s"] is None:          # a busy machine: the case must say so, not judge on noise
+        assert case["verdict"] == "fail" and any("too noisy" in x for x in case["problems"]), case["problems"]
+    else:
+        assert m["baseline_s"] > 0
     (crit,) = case["criteria"]
     assert crit["id"] == "bit-errors.slowdown" and crit["reference"] == 0.699 and crit["measured"] == m["mean_efficiency"]
     assert case["verdict"] == ("pass" if crit["status"] == "pass" else "fail")
     assert (r.returncode == 0) == (case["verdict"] == "pass")
-    assert s["baselines"] and next(iter(s["baselines"].values()))["median_s"] > 0
+    (b,) = s["baselines"].values()
+    assert b["median_s"] == m["baseline_s"] and len(b["series"]) == q.warmup + q.baseline_steady
     lines = [json.loads(x) for x in (rep / "iterations.jsonl").read_text().splitlines()]
     assert sum(1 for x in lines if x["case"] == case["name"]) == steps
     journal = [json.loads(x) for x in (rep / "faults.jsonl").read_text().splitlines()]

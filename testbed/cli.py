@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_metrics_parser(sub)
     from testbed.trial.cli import add_parser as add_trial_parser
     add_trial_parser(sub)
+    from testbed.report.cli import add_parser as add_report_parser
+    add_report_parser(sub)
     return p
 
 

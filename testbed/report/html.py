@@ -1,0 +1,223 @@
+"""``report.html``: one self-contained page (plots as base64 PNG, inline CSS, no URLs) that
+someone who was not in the lab can read offline: what ran against which gear, what passed,
+and the trial's pictures.  All text from the summary is escaped."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from html import escape
+from typing import Any
+
+from testbed.report.plots import Plot
+from testbed.report.summary import KNOWN_SCHEMAS, case_label, cases, dct, lst, num
+
+CSS = """
+body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1200px}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+th{background:#f2f2f2}
+.pass{background:#dff0d8}.fail{background:#f2dede}.error{background:#f0c0c0}
+.planned,.observed,.skip{background:#f5f5f5}
+.banner{border:2px solid #c00;background:#fee;padding:.5em 1em;margin:1em 0}
+.note{color:#555;font-size:.85em}
+img{max-width:100%}
+figure{margin:1em 0}
+"""
+
+
+def e(x: Any) -> str:
+    """Escaped text of any summary value (None as a dash)."""
+    if x is None:
+        return "&ndash;"
+    if isinstance(x, float):
+        return escape(f"{x:.4g}")
+    if isinstance(x, (dict, list)):
+        return escape(json.dumps(x, separators=(", ", ": "), default=str))
+    return escape(str(x))
+
+
+def _duration(start: Any, end: Any) -> str | None:
+    try:
+        a = dt.datetime.fromisoformat(str(start))
+        b = dt.datetime.fromisoformat(str(end))
+    except ValueError:
+        return None
+    s = int((b - a).total_seconds())
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s"
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    return "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+
+
+def _testbed(summary: dict[str, Any], snapshot: dict[str, Any] | None, snapshot_error: str | None) -> str:
+    tb = dct(summary.get("testbed"))
+    em = tb.get("emulated")
+    out = ["<h2>Testbed</h2><table>", _rows([
+        ("name", e(tb.get("name"))),
+        ("emulated", "yes (emulated lab)" if em is True else "no (real gear)" if em is False else "unknown"),
+        ("inventory", e(tb.get("source"))),
+        ("controller", e(summary.get("controller"))),
+    ]), "</table>"]
+    devices = dct(snapshot.get("devices")) if snapshot else {}
+    if not devices:
+        why = snapshot_error or "testbed.json has no devices"
+        out.append(f"<p class='note'>Device versions: missing ({e(why)}).</p>")
+        return "".join(out)
+    out.append("<h3>Device versions (testbed.json)</h3><table><tr><th>device</th><th>vendor / model</th>"
+               "<th>software</th><th>other</th></tr>")
+    for name, d in devices.items():
+        d = dct(d)
+        if d.get("error"):
+            out.append(f"<tr><td>{e(name)}</td><td colspan=3 class='fail'>{e(d.get('error'))}</td></tr>")
+            continue
+        vendor = " ".join(str(d[k]) for k in ("vendor", "model") if d.get(k)) or None
+        soft = d.get("software_version") or "; ".join(
+            f"{k} {d[k]}" for k in ("os", "kernel", "python", "torch", "cuda", "backend") if d.get(k)) or None
+        other = {k: v for k, v in d.items() if k in ("serial", "gpus", "nccl") and v}
+        out.append(f"<tr><td>{e(name)}</td><td>{e(vendor)}</td><td>{e(soft)}</td><td>{e(other or None)}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _run(summary: dict[str, Any], all_cases: list[dict[str, Any]]) -> str:
+    prof = summary.get("profile")
+    pname = dct(prof).get("name") if isinstance(prof, dict) else prof
+    dci = dct(summary.get("dcilab"))
+    rev = dci.get("git_revision")
+    rev_txt = f"{rev}{' (dirty tree)' if dci.get('git_dirty') else ''}" if rev else dci.get("error")
+    status = summary.get("status")
+    ended = summary.get("ended")
+    pairs = [("run id", e(summary.get("run_id"))), ("profile", e(pname)),
+             ("started", e(summary.get("started"))),
+             ("ended", e(ended) + (f" (duration {escape(d)})" if (d := _duration(summary.get("started"), ended))
+                                   else "")),
+             ("status", f"<b>{e(status)}</b>" + (f", exit status {e(summary.get('exit_status'))}"
+                                                  if "exit_status" in summary else "")),
+             ("verdicts", e(summary.get("verdicts") or _counts(all_cases))),
+             ("dcilab", f"{e(dci.get('version'))}, git {e(rev_txt)}")]
+    out = ["<h2>Run</h2><table>", _rows(pairs), "</table>"]
+    schema = summary.get("schema")
+    if schema not in KNOWN_SCHEMAS:
+        out.append(f"<p class='banner'>summary.json schema {e(schema)} is not one this renderer knows "
+                   f"({e(list(KNOWN_SCHEMAS))}); showing what it could read.</p>")
+    if status != "completed":
+        done = [c for c in all_cases if c.get("verdict") in ("pass", "fail")]
+        items = "".join(f"<li>{e(case_label(c, i))}: {e(c.get('verdict'))}</li>" for i, c in enumerate(done))
+        out.append(f"<div class='banner'><b>This run did not complete (status: {e(status)}).</b> "
+                   f"{len(done)} of {len(all_cases)} recorded cases completed"
+                   f"{':<ul>' + items + '</ul>' if items else '; none completed.'}</div>")
+    errs = [dct(x) for x in lst(summary.get("errors"))]
+    if errs:
+        out.append("<h3>Run errors</h3><ul>" + "".join(f"<li>{e(x.get('at'))}: {e(x.get('error'))}</li>"
+                                                       for x in errs) + "</ul>")
+    return "".join(out)
+
+
+def _counts(all_cases: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in all_cases:
+        out[str(c.get("verdict"))] = out.get(str(c.get("verdict")), 0) + 1
+    return out
+
+
+def _threshold(c: dict[str, Any]) -> str:
+    op = c.get("op")
+    if op == "observe":
+        return "observed only"
+    return f"{e(op)} {e(c.get('value'))}" if op is not None else "&ndash;"
+
+
+def _criteria(case: dict[str, Any]) -> str:
+    crits = [dct(c) for c in lst(case.get("criteria"))]
+    if not crits:
+        return "<span class='note'>no criteria recorded</span>"
+    rows = [("<table><tr><th>criterion</th><th>metric</th><th>measured</th><th>trial reference</th>"
+            "<th>threshold</th><th>status</th><th>deviation</th><th>emulation note</th></tr>")]
+    for c in crits:
+        ref = e(c.get("reference"))
+        if c.get("reference_text"):
+            ref += f"<br><span class='note'>{e(c.get('reference_text'))}</span>"
+        st = str(c.get("status"))
+        rows.append(f"<tr><td>{e(c.get('id'))}</td><td>{e(c.get('metric'))}</td><td>{e(c.get('measured'))}</td>"
+                    f"<td>{ref}</td><td>{_threshold(c)}</td><td class='{escape(st)}'>{e(st)}</td>"
+                    f"<td>{e(c.get('deviation'))}</td><td class='note'>{e(c.get('emulation'))}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _verdicts(all_cases: list[dict[str, Any]]) -> str:
+    if not all_cases:
+        return "<h2>Verdicts</h2><p>No case was recorded.</p>"
+    rows = [("<h2>Verdicts</h2><table><tr><th>case</th><th>scenario</th><th>params</th><th>verdict</th>"
+            "<th>criteria: measured vs trial vs threshold</th></tr>")]
+    for i, c in enumerate(all_cases):
+        v = str(c.get("verdict"))
+        notes = [str(p) for p in lst(c.get("problems"))] + ([str(c["error"])] if c.get("error") else [])
+        extra = "".join(f"<br><span class='note'>{e(n)}</span>" for n in notes)
+        rows.append(f"<tr><td><a href='#case-{i}'>{e(case_label(c, i))}</a></td><td>{e(c.get('scenario'))}</td>"
+                    f"<td>{e(c.get('params'))}</td><td class='{escape(v)}'>{e(v)}{extra}</td>"
+                    f"<td>{_criteria(c)}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _img(p: Plot) -> str:
+    data = base64.b64encode(p.png).decode()
+    return (f"<figure><img alt='{escape(p.caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption class='note'>{escape(p.caption)} (also plots/{escape(p.name)}.png, .svg)</figcaption></figure>")
+
+
+def _case_section(i: int, c: dict[str, Any], plots: list[Plot]) -> str:
+    m = dct(c.get("metrics"))
+    keys = [k for k in ("baseline_s", "pre_fault_s", "median_s", "equivalent_compute", "worst_efficiency",
+                        "mean_efficiency", "affected_iterations", "recovery_s", "disruption_ms", "fault_step")
+            if k in m]
+    out = [(f"<h3 id='case-{i}'>{e(case_label(c, i))} <span class='{escape(str(c.get('verdict')))}'>"
+           f"{e(c.get('verdict'))}</span></h3>"),
+           f"<p class='note'>status {e(c.get('status'))}; outcome {e(dct(c.get('outcome')).get('detail'))}</p>"]
+    if keys:
+        out.append("<table><tr>" + "".join(f"<th>{escape(k)}</th>" for k in keys) + "</tr><tr>"
+                   + "".join(f"<td>{e(m[k])}</td>" for k in keys) + "</tr></table>")
+    ws = [dct(w) for w in lst(c.get("conditions")) + lst(c.get("faults"))]
+    if ws:
+        out.append("<table><tr><th>role</th><th>kind</th><th>target</th><th>applied step</th>"
+                   "<th>undone step</th><th>error</th></tr>")
+        for w in ws:
+            out.append(f"<tr><td>{e(w.get('role'))}</td><td>{e(w.get('kind'))}</td><td>{e(w.get('target'))}</td>"
+                       f"<td>{e(w.get('applied_step'))}</td><td>{e(w.get('undone_step'))}</td>"
+                       f"<td>{e(w.get('error'))}</td></tr>")
+        out.append("</table>")
+    probe = dct(c.get("probe"))
+    if probe:
+        dis = dct(probe.get("disruptions"))
+        out.append("<table>" + _rows([("probe received / expected", f"{e(probe.get('received'))} / {e(probe.get('expected'))}"),
+                                      ("lost", e(probe.get("lost"))),
+                                      ("service disruption (loss-based) ms", e(num(probe.get("sdt_loss_ms")))),
+                                      ("largest gap ms", e(num(probe.get("sdt_gap_ms")))),
+                                      ("disruptions over threshold", (f"{e(dis.get('count'))} "
+                                       f"(threshold {e(dis.get('threshold_ms'))} ms, longest {e(dis.get('longest_ms'))} ms)"))])
+                   + "</table>")
+    out.extend(_img(p) for p in plots)
+    if not plots:
+        out.append("<p class='note'>No iterations recorded for this case.</p>")
+    return "".join(out)
+
+
+def render(summary: dict[str, Any], snapshot: dict[str, Any] | None, snapshot_error: str | None,
+           case_plots: list[list[Plot]], overview: list[Plot]) -> str:
+    """The whole page; ``case_plots[i]`` belongs to the i-th case of ``cases(summary)``."""
+    all_cases = cases(summary)
+    title = f"dcilab report {summary.get('run_id', '')}"
+    parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>"),
+             _testbed(summary, snapshot, snapshot_error), _run(summary, all_cases), _verdicts(all_cases)]
+    if overview:
+        parts.append("<h2>Across scenarios</h2>" + "".join(_img(p) for p in overview))
+    parts.append("<h2>Cases</h2>")
+    parts.extend(_case_section(i, c, case_plots[i] if i < len(case_plots) else [])
+                 for i, c in enumerate(all_cases))
+    parts.append("</body></html>\n")
+    return "".join(parts)

@@ -34,20 +34,11 @@ SCHEMA = 1
 Connect = Callable[[Inventory, str], Any]
 
 
-def node_python(inv: Inventory, dev: Device) -> str:
-    """The interpreter a GPU node's jobs run with, resolved as ``testbed.jobs.launcher`` does:
-    its facts are what training will import."""
-    py = dev.python or "python3"
-    if inv.is_emulated and not Path(py).is_absolute() and "/" in py:
-        py = str(inv.resolve_path(py))
-    return py
-
-
 def _read_device(inv: Inventory, dev: Device, connect: Connect, timeout_s: float) -> dict[str, Any]:
     drv = connect(inv, dev.name)
     try:
         if dev.kind == DeviceKind.GPU_NODE:
-            return drv.facts(python=node_python(inv, dev), timeout=timeout_s).to_dict()
+            return drv.facts(python=inv.node_python(dev), timeout=timeout_s).to_dict()
         return drv.facts().to_dict()
     finally:
         drv.close()
@@ -127,4 +118,4 @@ def write_snapshot(snap: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-__all__ = ["dcilab_version", "node_python", "snapshot", "write_snapshot"]
+__all__ = ["dcilab_version", "snapshot", "write_snapshot"]

@@ -283,6 +283,14 @@ class Inventory(Strict):
             path = self._source.parent / path
         return Path(os.path.normpath(path))
 
+    def node_python(self, dev: Device) -> str:
+        """The interpreter a GPU node's jobs, probe and facts run with: ``python`` (default
+        python3); in an emulated lab a relative path is the controller's, from this file's folder."""
+        py = dev.python or "python3"
+        if self.is_emulated and not Path(py).is_absolute() and "/" in py:
+            py = str(self.resolve_path(py))
+        return py
+
     # --- lookups the framework uses -------------------------------------------------------
     def device(self, name: str) -> Device:
         for d in self.devices:

@@ -124,10 +124,7 @@ def node_specs(inv: Inventory, nodes: Sequence[str]) -> list[NodeSpec]:
             raise JobError(f"{name} is a {dev.kind.value}, not a gpu_node")
         if dev.data_address is None:
             raise JobError(f"{name} has no data_address: torchrun needs the node's fabric address")
-        py = dev.python or "python3"
-        if inv.is_emulated and not Path(py).is_absolute() and "/" in py:
-            py = str(inv.resolve_path(py))
-        devs.append((str(dev.data_address), dev.name, dev.site, py))
+        devs.append((str(dev.data_address), dev.name, dev.site, inv.node_python(dev)))
     devs.sort()
     return [NodeSpec(name=n, site=s, rank=r, data_address=a, python=p) for r, (a, n, s, p) in enumerate(devs)]
 

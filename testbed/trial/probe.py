@@ -49,14 +49,6 @@ def _probe_tar() -> bytes:
     return buf.getvalue()
 
 
-def node_python(inv: Inventory, name: str) -> str:
-    dev = inv.device(name)
-    py = dev.python or "python3"
-    if inv.is_emulated and not Path(py).is_absolute() and "/" in py:
-        py = str(inv.resolve_path(py))
-    return py
-
-
 class ServiceProbe:
     """One probe stream ``src`` -> ``dst`` for ``duration_s`` at ``rate_pps``; the receiver's
     report (disruption by the loss and the gap methods, delay before/after) when it ends."""
@@ -96,7 +88,7 @@ class ServiceProbe:
         return d.data_interface or ("fab0" if self.inv.is_emulated else "")
 
     def _prefix(self, node: GpuNode, name: str) -> str:
-        py = shlex.quote(node_python(self.inv, name))
+        py = shlex.quote(self.inv.node_python(self.inv.device(name)))
         if not self.ship:
             return f"cd {shlex.quote(str(ROOT))} && PYTHONPATH={shlex.quote(str(ROOT))} {py} -m drivers.probe"
         remote = f"/tmp/dcilab-probe/{self.tag}"

@@ -27,7 +27,7 @@ from testbed.faults import (
     check_baseline,
     restore,
 )
-from testbed.inventory import Inventory
+from testbed.inventory import DeviceKind, Inventory
 
 from . import analysis
 from .analysis import Point
@@ -172,7 +172,7 @@ class TrialSession:
         return out
 
     def _gpu(self, name: str) -> bool:
-        return self.inv.device(name).kind.value == "gpu_node"
+        return self.inv.device(name).kind == DeviceKind.GPU_NODE
 
     def snapshot(self) -> None:
         from testbed.snapshot import snapshot, write_snapshot

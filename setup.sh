@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBS=(openssh-server openssh-client iproute2 iputils-ping iperf3 nftables victoria-metrics python3-venv python3-pip)
+# chromium prints report.pdf (`dcilab report`) and runs the report's headless-browser test;
+# fonts-dejavu-core gives it fonts to draw text with on a minimal system.
+DEBS+=(chromium fonts-dejavu-core)
 missing=()
 for pkg in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

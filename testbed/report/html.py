@@ -10,6 +10,7 @@ import json
 from html import escape
 from typing import Any
 
+from testbed.report.compare import groups
 from testbed.report.plots import Plot
 from testbed.report.summary import KNOWN_SCHEMAS, case_label, cases, dct, lst, num
 
@@ -24,6 +25,22 @@ th{background:#f2f2f2}
 .note{color:#555;font-size:.85em}
 img{max-width:100%}
 figure{margin:1em 0}
+/* report.pdf: A4, the wide verdict table on landscape pages, one case per page with its figures */
+@media print{
+@page{size:A4;margin:12mm 10mm}
+@page wide{size:A4 landscape;margin:10mm}
+body{margin:0;max-width:none;font-size:9pt;-webkit-print-color-adjust:exact;print-color-adjust:exact}
+table{font-size:7.5pt}
+th,td{overflow-wrap:break-word;padding:.15em .3em}
+tr,figure{break-inside:avoid}
+h1,h2,h3{break-after:avoid}
+h2:has(+table table),table:has(table){page:wide}
+h3[id^=case-],h2:has(+h3[id^=case-]){break-before:page}
+h2+h3[id^=case-]{break-before:auto}
+a{color:inherit;text-decoration:none}
+figure{margin:.5em 0}
+img{max-height:120mm}
+}
 """
 
 
@@ -151,15 +168,19 @@ def _criteria(case: dict[str, Any]) -> str:
 def _verdicts(all_cases: list[dict[str, Any]]) -> str:
     if not all_cases:
         return "<h2>Verdicts</h2><p>No case was recorded.</p>"
-    rows = [("<h2>Verdicts</h2><table><tr><th>case</th><th>scenario</th><th>params</th><th>verdict</th>"
-            "<th>criteria: measured vs trial vs threshold</th></tr>")]
+    rows = [("<h2>Verdicts</h2><table class='verdicts'><tr><th>case</th><th>scenario</th><th>params</th>"
+             "<th>verdict</th></tr>")]
     for i, c in enumerate(all_cases):
         v = str(c.get("verdict"))
         notes = [str(p) for p in lst(c.get("problems"))] + ([str(c["error"])] if c.get("error") else [])
+        if c.get("degraded"):
+            notes.append(f"degraded (canary): injected {json.dumps(c['degraded'])}")
         extra = "".join(f"<br><span class='note'>{e(n)}</span>" for n in notes)
         rows.append(f"<tr><td><a href='#case-{i}'>{e(case_label(c, i))}</a></td><td>{e(c.get('scenario'))}</td>"
-                    f"<td>{e(c.get('params'))}</td><td class='{escape(v)}'>{e(v)}{extra}</td>"
-                    f"<td>{_criteria(c)}</td></tr>")
+                    f"<td>{e(c.get('params'))}</td><td class='{escape(v)}'>{e(v)}{extra}</td></tr>"
+                    # the criteria on a row of their own: beside the case they made the table wider
+                    # than a screen (measured vs trial vs threshold, with the trial's words)
+                    f"<tr class='criteria'><td colspan='4'>{_criteria(c)}</td></tr>")
     rows.append("</table>")
     return "".join(rows)
 
@@ -206,14 +227,94 @@ def _case_section(i: int, c: dict[str, Any], plots: list[Plot]) -> str:
     return "".join(out)
 
 
+def _stat(s: dict[str, Any] | None, pct: bool = False) -> str:
+    """``mean ± std [min, max] (n)`` of one metric across repeats."""
+    s = dct(s)
+    if not s.get("n"):
+        return "&ndash;"
+    f = (lambda x: f"{x:.1%}") if pct else (lambda x: f"{x:.4g}")
+    if s["n"] == 1:
+        return escape(f(s["mean"]))
+    std = f" &plusmn; {escape(f(s['std']))}" if s.get("std") is not None else ""
+    return f"{escape(f(s['mean']))}{std} <span class='note'>[{escape(f(s['min']))}, {escape(f(s['max']))}] n={s['n']}</span>"
+
+
+def _repeats(summary: dict[str, Any]) -> str:
+    """Mean and spread per case across the run's repeats (the nightly profile); empty otherwise."""
+    gs = groups(summary)
+    if not any(len(g.repeats) > 1 for g in gs.values()):
+        return ""
+    rows = ["<h2>Across repeats</h2><p class='note'>Each case's metrics over its repeats: mean &plusmn; "
+            "standard deviation [min, max], as the trial averaged several runs.</p><table><tr><th>case</th>"
+            "<th>repeats</th><th>verdicts</th><th>outcomes</th><th>equivalent compute</th><th>mean efficiency</th>"
+            "<th>worst efficiency</th><th>affected iterations</th><th>disruption ms</th></tr>"]
+    for g in gs.values():
+        m = g.metrics
+        rows.append(f"<tr><td>{e(g.key)}</td><td>{len(g.repeats)}</td><td>{e(g.verdicts)}</td><td>{e(g.outcomes)}</td>"
+                    f"<td>{_stat(m.get('equivalent_compute'))}</td><td>{_stat(m.get('mean_efficiency'))}</td>"
+                    f"<td>{_stat(m.get('worst_efficiency'))}</td><td>{_stat(m.get('affected_iterations'))}</td>"
+                    f"<td>{_stat(m.get('disruption_ms'))}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _comparison(comparison: dict[str, Any] | None, comparison_error: str | None) -> str:
+    """What changed since the previous run and against the pinned reference."""
+    if comparison is None:
+        return (f"<h2>Compared with earlier runs</h2><p class='note'>{e(comparison_error)}</p>"
+                if comparison_error else "")
+    comps = [dct(c) for c in lst(comparison.get("comparisons"))]
+    if not comps:
+        return ("<h2>Compared with earlier runs</h2><p>No earlier run of this profile and no pinned reference: "
+                "nothing to compare with yet.</p>")
+    out = ["<h2>Compared with earlier runs</h2>"]
+    for c in comps:
+        regs, cfg = lst(c.get("regressions")), dct(c.get("settings"))
+        head = (f"<b class='fail'>{len(regs)} regression{'s' if len(regs) != 1 else ''}</b>: {e(', '.join(map(str, regs)))}"
+                if regs else "<b>no regression</b>")
+        imps = lst(c.get("improvements"))
+        out.append(f"<h3>{e(c.get('role'))} run {e(c.get('run_id'))} <span class='note'>(profile "
+                   f"{e(c.get('profile'))}, started {e(c.get('started'))})</span></h3><p>{head}"
+                   f"{f'; {len(imps)} improvement(s)' if imps else ''}. <span class='note'>A regression: median "
+                   f"per-iteration efficiency lower, Welch's one-sided t-test on log efficiency, p (Holm) &lt; {e(cfg.get('alpha'))}, a fall "
+                   f"beyond {e(cfg.get('min_change'))} and beyond {e(cfg.get('spread_k'))} x the spread between "
+                   f"repeats.</span></p>")
+        out.append("<table><tr><th>case</th><th>status</th><th>median efficiency (this / that)</th><th>change</th>"
+                   "<th>p (Holm)</th><th>equivalent compute (this / that)</th><th>verdicts (this / that)</th>"
+                   "<th>why</th></tr>")
+        for ch in (dct(x) for x in lst(c.get("cases"))):
+            st = str(ch.get("status"))
+            cls = {"regression": "fail", "improvement": "pass"}.get(st, "observed")
+            med, eq, ver = lst(ch.get("median")), lst(dct(ch.get("metrics")).get("equivalent_compute")), lst(ch.get("verdicts"))
+            change = num(ch.get("change"))
+            out.append(f"<tr><td>{e(ch.get('key'))}</td><td class='{cls}'>{e(st)}</td>"
+                       f"<td>{' / '.join(e(num(x)) for x in med) or '&ndash;'}</td>"
+                       f"<td>{escape(f'{change:+.1%}') if change is not None else '&ndash;'}</td>"
+                       f"<td>{e(num(ch.get('p_adjusted')))}</td><td>{' / '.join(e(num(x)) for x in eq) or '&ndash;'}</td>"
+                       f"<td>{' / '.join(e(x) for x in ver)}</td><td class='note'>{e(ch.get('reason'))}</td></tr>")
+        out.append("</table>")
+    return "".join(out)
+
+
+def _degraded(all_cases: list[dict[str, Any]]) -> str:
+    deg = [(case_label(c, i), dct(c.get("degraded"))) for i, c in enumerate(all_cases) if c.get("degraded")]
+    if not deg:
+        return ""
+    return ("<div class='banner'><b>Degraded (canary) run:</b> these cases injected a stronger fault than their "
+            "names say, so that the comparison with earlier runs must flag them: "
+            + "; ".join(f"{e(n)}: {e(d)}" for n, d in deg) + "</div>")
+
+
 def render(summary: dict[str, Any], snapshot: dict[str, Any] | None, snapshot_error: str | None,
-           case_plots: list[list[Plot]], overview: list[Plot]) -> str:
+           case_plots: list[list[Plot]], overview: list[Plot], *, comparison: dict[str, Any] | None = None,
+           comparison_error: str | None = None) -> str:
     """The whole page; ``case_plots[i]`` belongs to the i-th case of ``cases(summary)``."""
     all_cases = cases(summary)
     title = f"dcilab report {summary.get('run_id', '')}"
     parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>"),
-             _testbed(summary, snapshot, snapshot_error), _run(summary, all_cases), _verdicts(all_cases)]
+             _testbed(summary, snapshot, snapshot_error), _run(summary, all_cases), _degraded(all_cases),
+             _comparison(comparison, comparison_error), _verdicts(all_cases), _repeats(summary)]
     if overview:
         parts.append("<h2>Across scenarios</h2>" + "".join(_img(p) for p in overview))
     parts.append("<h2>Cases</h2>")

@@ -16,9 +16,11 @@ from testbed.report.summary import ReportError, case_label, cases, load_json, lo
 
 @dataclass
 class Rendered:
-    """What a render wrote: the page and every plot file."""
+    """What a render wrote: the page, every plot file, and the PDF or why there is none."""
     html: Path
     plot_files: list[Path]
+    pdf: Path | None = None
+    no_pdf: str | None = None     # "no PDF: chromium not found (...)": the report is fine without it
 
 
 def _slug(text: str) -> str:
@@ -42,8 +44,9 @@ def _all_case_figures(jobs: list[tuple[dict[str, Any], str, str]]) -> list[list[
         return list(pool.map(_case_figures, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
 
 
-def render_run(run_dir: Path, out_dir: Path | None = None) -> Rendered:
-    """Render ``run_dir/summary.json`` into ``out_dir`` (default: the run folder itself)."""
+def render_run(run_dir: Path, out_dir: Path | None = None, *, pdf: bool = True) -> Rendered:
+    """Render ``run_dir/summary.json`` into ``out_dir`` (default: the run folder itself), and
+    ``report.pdf`` beside the page when ``pdf`` and a headless Chromium is installed."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: not a directory (give the run folder that holds summary.json)")
@@ -68,5 +71,35 @@ def render_run(run_dir: Path, out_dir: Path | None = None) -> Rendered:
             f.write_bytes(data)
             files.append(f)
     page = out / "report.html"
-    page.write_text(html.render(summary, snapshot, snap_err, per_case, overview), encoding="utf-8")
-    return Rendered(page, files)
+    comparison, comp_err = load_optional(run_dir / "comparison.json")
+    if comp_err and not (run_dir / "comparison.json").exists():
+        comp_err = None  # never compared (dcilab history compare RUN_DIR does it): nothing to say
+    page.write_text(html.render(summary, snapshot, snap_err, per_case, overview, comparison=comparison,
+                                comparison_error=comp_err), encoding="utf-8")
+    return Rendered(page, files, *write_pdf(page, pdf))
+
+
+def write_pdf(page: Path, wanted: bool = True) -> tuple[Path | None, str | None]:
+    """``report.pdf`` beside ``page``, or None and why not; never raises, since the HTML report
+    stands on its own.  A PDF of an earlier render is removed rather than left to contradict
+    the new page."""
+    from testbed.report.pdf import PdfError, find_browser, not_found_reason, print_pdf
+
+    target = page.with_name("report.pdf")
+    if not wanted:
+        why = "no PDF: not asked for (--no-pdf)"
+    elif find_browser() is None:
+        why = f"no PDF: {not_found_reason()}"
+    else:
+        try:
+            print_pdf(page, target)
+            return target, None
+        except PdfError as exc:
+            why = f"no PDF: {exc}"
+    try:
+        if target.is_file():
+            target.unlink()
+            why += f" (removed the outdated {target.name} of an earlier render)"
+    except OSError as exc:
+        why += f" (and the outdated {target} of an earlier render could not be removed: {exc})"
+    return None, why

@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_trial_parser(sub)
     from testbed.report.cli import add_parser as add_report_parser
     add_report_parser(sub)
+    from testbed.report.history_cli import add_parser as add_history_parser
+    add_history_parser(sub)
     return p
 
 

@@ -123,7 +123,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = profile.params(marker.args[0])
     if profile.repeats > 1:
         params = [{**p, "repeat": r + 1} for p in params for r in range(profile.repeats)]
-    metafunc.parametrize("params", params, ids=[_param_id(p) for p in params])
+    # A degraded (canary) profile injects other fault parameters under the planned case names, so
+    # that its cases line up with the runs it is compared with; the summary records both.
+    metafunc.parametrize("params", [profile.injected(marker.args[0], p) for p in params],
+                         ids=[_param_id(p) for p in params])
 
 
 def _param_id(p: dict[str, Any]) -> str:

@@ -210,6 +210,10 @@ def test_the_baseline_is_cached_per_placement_refreshed_when_old_and_refused_whe
     s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=True)
     s.off_baseline = lambda: []                                       # type: ignore[method-assign]
     s.runner = ScriptedRunner([3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.01])  # type: ignore[assignment]
+    planned = s.baseline("pp-remote")                                 # a dry run plans, runs nothing
+    assert not planned.ok and planned.error == "dry run: not measured" and s.runner.jobs == []
+    s.baselines.clear()
+    s.dry_run = False                                                 # the scripted runner from here
     b = s.baseline("pp-remote")
     assert b.ok and b.median_s == pytest.approx(1.0) and s.baseline("pp-remote") is b
     s.baseline("dp-remote")

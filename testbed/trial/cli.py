@@ -3,8 +3,11 @@
     dcilab trial --inventory inventory/emulated.yaml --profile quick [--report-dir DIR] [-k EXPR]
 
 On an emulated inventory the lab is brought up if it is not up, and brought down afterwards
-(left up if it was up before).  The exit code is pytest's: 0 every case passed (or was skipped
-with a reason), 1 a case failed, 2 interrupted, 4 bad input (inventory, profile).
+(left up if it was up before).  Then the run is compared with the previous run of its profile and
+with the pinned reference (``dcilab history pin``), its report.html is rendered and the history
+index under reports/ rebuilt.  Exit codes: pytest's (0 every case passed or was skipped with a
+reason, 1 a case failed, 2 interrupted, 4 bad input: inventory, profile), except that a run whose
+cases regressed against the previous or reference run exits 3 where pytest said 0 or 1.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run-id", default=None, help="default: UTC time + a random suffix")
     p.add_argument("-k", dest="keyword", default=None, help="only cases matching this pytest -k expression")
     p.add_argument("--dry-run", action="store_true", help="plan every case; connect to nothing")
+    p.add_argument("--no-compare", action="store_true",
+                   help="do not compare with earlier runs (the report and history index are still written)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     p.set_defaults(func=run_trial)
 
@@ -59,10 +64,22 @@ def run_trial(a: argparse.Namespace) -> int:
     report = Path(args[args.index("--report-dir") + 1])
     print(f"dcilab trial: pytest {' '.join(args)}", flush=True)
     rc = int(pytest.main(args))
-    summary = report / "summary.json"
-    if summary.exists():
-        print(f"dcilab trial: report in {report} (summary.json, junit.xml, iterations.jsonl, faults.jsonl, "
-              f"testbed.json)", flush=True)
-    else:
+    if not (report / "summary.json").exists():
         print(f"dcilab trial: no report written (pytest exit {rc}: see the messages above)", flush=True)
+        return rc
+    from testbed.report.finish import finish_run
+    from testbed.report.history_cli import EXIT_REGRESSION, print_comparisons
+
+    done = finish_run(report, compare_runs=not (a.no_compare or a.dry_run))
+    if not (a.no_compare or a.dry_run):
+        print_comparisons(done.comparisons)
+    for problem in done.problems:
+        print(f"dcilab trial: {problem}", flush=True)
+    print(f"dcilab trial: report in {report} ({'report.html, ' if done.report else ''}summary.json, junit.xml, "
+          f"iterations.jsonl, faults.jsonl, testbed.json{', comparison.json' if done.comparisons else ''})",
+          flush=True)
+    if done.regressions and rc in (0, 1):
+        print(f"dcilab trial: exit {EXIT_REGRESSION}: {len(done.regressions)} regression(s): "
+              + "; ".join(done.regressions), flush=True)
+        return EXIT_REGRESSION
     return rc

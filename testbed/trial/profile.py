@@ -61,6 +61,16 @@ class ProbeSettings(Strict):
     size: int = Field(128, ge=64, le=9000)
 
 
+class Regression(Strict):
+    """When a case counts as regressed against an earlier run (testbed/report/compare.py)."""
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the one-sided Mann-Whitney U test, "
+                                                       "Holm-adjusted over the run's cases")
+    min_change: float = Field(0.10, ge=0, lt=1, description="smallest relative fall of the median efficiency "
+                                                            "that counts: this machine drifts 10 % between jobs")
+    spread_k: float = Field(3.0, ge=0, description="with repeats, the fall must also exceed this many standard "
+                                                   "deviations of the per-repeat medians")
+
+
 class Reference(Strict):
     value: Any = None
     text: str = Field(min_length=1, description="what the trial reports, in words, with its numbers")
@@ -115,6 +125,16 @@ class Profile(Strict):
     probe: ProbeSettings = ProbeSettings()
     scenarios: dict[Literal[SCENARIOS], dict[str, list[Any]]]  # type: ignore[valid-type]
     criteria: list[CriterionOverride] = Field(default_factory=list)
+    compare_with: str | None = Field(None, description="the profile whose runs this one is compared with "
+                                                       "(default: its own)")
+    degrade: dict[Literal[SCENARIOS], dict[str, Any]] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="a canary: inject these fault parameters instead of the planned ones, "
+                                          "under the planned case names, so the comparison must flag it")
+    regression: Regression = Regression()
+
+    def injected(self, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a case really injects: the planned ones with the profile's ``degrade``."""
+        return {**params, **self.degrade.get(scenario, {})}  # type: ignore[call-overload]
 
     def params(self, scenario: str) -> list[dict[str, Any]]:
         """Every combination of the scenario's parameter values, in file order."""
@@ -244,6 +264,17 @@ def load_trial(path: str | Path | None = None) -> Trial:
                 problems.append(Problem(path, src.line_of(("profiles", name, "criteria", j, "id")),
                                         f"profiles.{name}.criteria[{j}].id", f"no criterion {o.id!r}",
                                         f"use one of the criteria ids: {', '.join(ids)}"))
+        if p.compare_with is not None and p.compare_with not in spec.profiles:
+            problems.append(Problem(path, src.line_of(("profiles", name, "compare_with")), f"profiles.{name}.compare_with",
+                                    f"no profile {p.compare_with!r}", f"name one of: {', '.join(spec.profiles)}"))
+        for scen, over in p.degrade.items():
+            axes = p.scenarios.get(scen) or {}  # type: ignore[call-overload]
+            for k in over:
+                if k not in axes or k in ("placement", "repeat"):
+                    problems.append(Problem(
+                        path, src.line_of(("profiles", name, "degrade", scen, k)), f"profiles.{name}.degrade.{scen}.{k}",
+                        f"{k!r} is not a fault parameter of the {scen} cases of this profile",
+                        f"use one of: {', '.join(a for a in axes if a != 'placement') or '(the profile runs no ' + scen + ' case)'}"))
         profiles[name] = p
     if problems:
         raise ProfileError(problems)

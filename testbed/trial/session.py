@@ -202,6 +202,10 @@ class TrialSession:
             name = f"baseline-{spec.model}-{spec.layout}-{placement}"
             if old is not None:
                 name += f"-{sum(1 for k in self.report.summary['baselines'] if k.startswith(name)) + 1}"
+            if self.dry_run:  # planned, not measured: a dry run connects to nothing
+                self.baselines[key] = Baseline(name, spec, [], None, None, {}, "", "dry run: not measured",
+                                               time.monotonic())
+                return self.baselines[key]
             self.progress(f"{name}: measuring the baseline over the unimpaired testbed")
             run = self.runner.run(name, "baseline", spec, timeout_s=self._timeout(spec.steps))
             pts = analysis.steady(run.series)
@@ -363,8 +367,9 @@ class CaseContext:
 
     def _record(self, extra: dict[str, Any], verdict_: str) -> None:
         self.recorded = True
+        degraded = self.profile.degrade.get(self.scenario)  # type: ignore[call-overload]
         self.s.report.add_case({"id": self.id, "name": self.name, "scenario": self.scenario, "params": self.params,
-                                "verdict": verdict_, "duration_s": round(time.monotonic() - self.t0, 3), **extra})
+                                **({"degraded": dict(degraded)} if degraded else {}), "verdict": verdict_, "duration_s": round(time.monotonic() - self.t0, 3), **extra})
 
     def record_error(self, text: str) -> None:
         """A case that ended without concluding (exception, timeout, Ctrl-C)."""

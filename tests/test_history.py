@@ -1,0 +1,278 @@
+"""Nightly acceptance without the lab: repeats (mean and spread), the history index, the pinned
+reference, and the comparison that flags a regression (statistics checked against known values).
+
+Runs are built from a real quick trial's summary (tests/data/summary-quick.json) with seeded
+jitter on every iteration, so "two nights in a row" differ as real nights do."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.report import history
+from testbed.report.compare import compare, efficiency_samples, group_key, groups
+from testbed.report.finish import finish_run
+from testbed.report.stats import holm, student_t_sf, welch_less
+from testbed.report.summary import ReportError
+from testbed.trial.profile import ProfileError, load_trial
+
+DATA = Path(__file__).parent / "data"
+QUICK = json.loads((DATA / "summary-quick.json").read_text())
+ROOT = Path(__file__).resolve().parents[1]
+DP_DROP = "test_bandwidth_drop[dp-remote-400G]"
+
+
+def night(seed: int, *, repeats: int = 1, profile: str = "quick", started: str = "2026-11-20T01:00:00Z",
+          slow: dict[str, float] | None = None, jitter: float = 0.02) -> dict[str, Any]:
+    """A run like the quick fixture: every iteration jittered; ``slow`` multiplies the judged
+    window's iterations of the named cases (a real regression); ``repeats`` copies each case."""
+    rnd = random.Random(seed)
+    s = copy.deepcopy(QUICK)
+    s["run_id"], s["started"] = f"run-{seed}", started
+    s["profile"] = {**s["profile"], "name": profile, "repeats": repeats}
+    out = []
+    for c in s["cases"]:
+        for r in range(1, repeats + 1):
+            c2 = copy.deepcopy(c)
+            if repeats > 1:
+                c2["name"] = c["name"][:-1] + f"-run{r}]"
+                c2["params"] = {**c["params"], "repeat": r}
+            window = c2["metrics"].get("window_steps") or []
+            if c2["metrics"].get("equivalent_compute") is not None:
+                c2["metrics"]["equivalent_compute"] *= rnd.gauss(1.0, jitter)
+            for p in c2["series"]:
+                p["duration_s"] *= rnd.gauss(1.0, jitter)
+                factor = (slow or {}).get(group_key(c))
+                if factor and (p["step"] in window or (not window and not p["warmup"])):
+                    p["duration_s"] *= factor
+            out.append(c2)
+    s["cases"] = out
+    return s
+
+
+def write_run(reports: Path, summary: dict[str, Any]) -> Path:
+    d = reports / summary["run_id"]
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+def test_student_t_matches_tables():
+    assert student_t_sf(2.0, 10) == pytest.approx(0.036694, abs=2e-6)
+    assert student_t_sf(3.0, 4) == pytest.approx(0.019971, abs=2e-6)
+    assert student_t_sf(-1.0, 5) == pytest.approx(1 - 0.181609, abs=2e-6)
+    assert student_t_sf(1.5, 30) == pytest.approx(0.072033, abs=2e-6)
+
+
+def test_welch_one_sided():
+    lower, higher = [0.50, 0.52, 0.49], [0.98, 1.00, 1.02]
+    assert welch_less(lower, higher) < 1e-4
+    assert welch_less(higher, lower) > 0.999
+    assert welch_less([1.0], higher) == 1.0  # one value has no spread to judge
+    assert welch_less([1.0, 1.0], [2.0, 2.0]) == 0.0 and welch_less([2.0, 2.0], [1.0, 1.0]) == 1.0
+
+
+def test_holm_step_down():
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([]) == []
+
+
+# --------------------------------------------------------------------------------------- repeats
+
+def test_repeats_grouped_with_mean_and_spread():
+    s = night(1, repeats=3)
+    gs = groups(s)
+    assert len(gs) == len(QUICK["cases"])
+    g = gs[DP_DROP]
+    assert sorted(g.repeats) == [1, 2, 3]
+    eq = g.metrics["equivalent_compute"]
+    assert eq["n"] == 3 and eq["std"] is not None and eq["min"] <= eq["mean"] <= eq["max"]
+    assert len(g.samples) == 3 * 3 and len(g.repeat_medians) == 3  # three judged iterations per repeat
+
+
+def test_efficiency_samples_use_the_judged_window():
+    by_name = {c["name"]: c for c in QUICK["cases"]}
+    drop = by_name[DP_DROP]
+    m = drop["metrics"]
+    want = [m["pre_fault_s"] / p["duration_s"] for p in drop["series"] if p["step"] in m["window_steps"]]
+    assert efficiency_samples(drop) == pytest.approx(want)
+    conv = by_name["test_convergence_ratio[dp-remote-16to1]"]
+    steady = [p for p in conv["series"] if not p["warmup"]]
+    assert efficiency_samples(conv) == pytest.approx([conv["metrics"]["baseline_s"] / p["duration_s"] for p in steady])
+    assert efficiency_samples({"name": "x", "metrics": {}, "series": []}) == []
+
+
+def test_report_shows_repeats(tmp_path):
+    from testbed.report.render import render_run
+
+    d = write_run(tmp_path, night(2, repeats=3))
+    page = render_run(d, pdf=False).html.read_text()
+    assert "Across repeats" in page and "n=3" in page
+
+
+# ------------------------------------------------------------------------------------ comparison
+
+def test_two_ordinary_nights_compare_without_regression():
+    c = compare(night(2, repeats=3), night(1, repeats=3))
+    assert c["role"] == "previous" and c["run_id"] == "run-1"
+    assert len(c["cases"]) == len(QUICK["cases"])
+    assert c["regressions"] == [] and c["improvements"] == []
+    assert all(x["status"] == "unchanged" for x in c["cases"])
+
+
+def test_a_slower_case_is_a_regression_and_only_that_case():
+    c = compare(night(3, repeats=3, slow={DP_DROP: 1.6}), night(1, repeats=3))
+    assert c["regressions"] == [DP_DROP]
+    ch = next(x for x in c["cases"] if x["key"] == DP_DROP)
+    assert ch["change"] == pytest.approx(1 / 1.6 - 1, abs=0.05) and ch["p_adjusted"] < 0.01
+    assert "fell" in ch["reason"]
+
+
+def test_faster_is_an_improvement_not_a_regression():
+    c = compare(night(3, repeats=3, slow={DP_DROP: 0.6}), night(1, repeats=3))
+    assert c["regressions"] == [] and c["improvements"] == [DP_DROP]
+
+
+def test_one_noisy_iteration_is_not_a_regression():
+    cur = night(4, repeats=3)
+    case = next(x for x in cur["cases"] if group_key(x) == DP_DROP)
+    step = case["metrics"]["window_steps"][0]
+    next(p for p in case["series"] if p["step"] == step)["duration_s"] *= 4.0  # one iteration 4x slower
+    c = compare(cur, night(1, repeats=3))
+    assert c["regressions"] == []
+
+
+def test_small_significant_change_within_the_noise_floor_is_unchanged():
+    key = "test_convergence_ratio[dp-remote-16to1]"
+    c = compare(night(5, repeats=3, slow={key: 1.06}, jitter=0.002), night(1, repeats=3, jitter=0.002))
+    ch = next(x for x in c["cases"] if x["key"] == key)
+    assert ch["p_adjusted"] < 0.01 and ch["status"] == "unchanged" and "within 10.0%" in ch["reason"]
+
+
+def test_cases_missing_on_one_side_are_not_comparable():
+    other = night(1)
+    other["cases"] = [c for c in other["cases"] if c["name"] != DP_DROP]
+    c = compare(night(2), other)
+    ch = next(x for x in c["cases"] if x["key"] == DP_DROP)
+    assert ch["status"] == "not-comparable" and ch["reason"] == "not in the other run"
+
+
+def test_profile_settings_drive_the_decision():
+    cur = night(3, repeats=3, slow={DP_DROP: 1.6})
+    cur["profile"]["regression"] = {"alpha": 0.01, "min_change": 0.5, "spread_k": 3.0}
+    assert compare(cur, night(1, repeats=3))["regressions"] == []
+
+
+# --------------------------------------------------------------------------------------- history
+
+def test_history_index_previous_and_pinned_reference(tmp_path):
+    a = write_run(tmp_path, night(1, started="2026-11-20T01:00:00Z"))
+    b = write_run(tmp_path, night(2, started="2026-11-21T01:00:00Z"))
+    other = write_run(tmp_path, night(7, profile="full", started="2026-11-21T02:00:00Z"))
+    c = write_run(tmp_path, night(3, started="2026-11-22T01:00:00Z", slow={DP_DROP: 1.8}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    entries = history.write_index(tmp_path)
+    assert [e.path for e in entries if not e.error] == [a.name, b.name, other.name, c.name]
+    broken = next(e for e in entries if e.path == "broken")
+    assert "not valid JSON" in broken.error and not broken.comparable
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, c)] == [("previous", b.name)]
+    history.pin(tmp_path, a.name)
+    assert history.references(tmp_path) == {"quick": a.name}
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, c)] == [("previous", b.name), ("reference", a.name)]
+    with pytest.raises(ReportError, match="no run folder"):
+        history.pin(tmp_path, "nope")
+    with pytest.raises(ReportError, match="cannot be a reference"):
+        history.pin(tmp_path, "broken")
+    assert history.unpin(tmp_path, "quick") and not history.unpin(tmp_path, "quick")
+
+
+def test_finish_run_compares_renders_and_indexes(tmp_path):
+    write_run(tmp_path, night(1, repeats=3, started="2026-11-20T01:00:00Z"))
+    d = write_run(tmp_path, night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}))
+    done = finish_run(d)
+    assert done.problems == []
+    assert done.regressions == [f"previous run-1: {DP_DROP}"]
+    saved = json.loads((d / "comparison.json").read_text())
+    assert saved["comparisons"][0]["regressions"] == [DP_DROP]
+    page = done.report.read_text()
+    assert "Compared with earlier runs" in page and "1 regression" in page
+    index = json.loads((tmp_path / "index.json").read_text())
+    last = index["runs"][-1]
+    assert last["run_id"] == "run-3" and last["regressions"] == {"previous": [DP_DROP]}
+    assert "1 regression(s)" in (tmp_path / "index.html").read_text()
+
+
+def test_first_run_has_nothing_to_compare_with(tmp_path):
+    d = write_run(tmp_path, night(1))
+    done = finish_run(d)
+    assert done.comparisons == [] and done.regressions == [] and done.problems == []
+    assert "nothing to compare with yet" in done.report.read_text()
+
+
+def test_an_older_format_run_in_the_history_still_lists_compares_and_renders(tmp_path):
+    old = copy.deepcopy(night(1, started="2026-11-20T01:00:00Z"))
+    # an early summary: no schema, the profile as a bare name, no probe/outcome, fewer metrics
+    old.pop("schema")
+    old["profile"] = "quick"
+    for c in old["cases"]:
+        for k in ("outcome", "probe", "conditions", "criteria"):
+            c.pop(k, None)
+    write_run(tmp_path, old)
+    d = write_run(tmp_path, night(2, started="2026-11-21T01:00:00Z"))
+    entries = history.write_index(tmp_path)
+    assert entries[0].profile == "quick" and entries[0].schema is None and entries[0].error is None
+    done = finish_run(d)
+    assert done.problems == [] and done.comparisons[0]["run_id"] == "run-1"
+    from testbed.report.render import render_run
+    page = render_run(tmp_path / "run-1", pdf=False).html.read_text()
+    assert "is not one this renderer knows" in page
+
+
+def test_history_cli_exit_code_on_regression(tmp_path):
+    write_run(tmp_path, night(1, repeats=3, started="2026-11-20T01:00:00Z"))
+    d = write_run(tmp_path, night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}))
+    cmd = [sys.executable, "-m", "testbed.cli", "history", "--reports-dir", str(tmp_path)]
+    r = subprocess.run(cmd + ["compare", str(d)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"REGRESSION {DP_DROP}" in r.stdout
+    r = subprocess.run(cmd + ["pin", "run-1"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "pinned run-1 as the reference of profile quick" in r.stdout
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "REGRESSED" in r.stdout and "(reference)" in r.stdout
+    r = subprocess.run(cmd[:-2] + ["--reports-dir", str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "no such folder" in r.stderr
+
+
+# ---------------------------------------------------------------------------------- the profiles
+
+def test_degraded_profile_is_a_canary_of_quick():
+    t = load_trial()
+    p = t.profile("degraded")
+    assert p.compare_with == "quick" and p.degrade
+    scen, over = next(iter(p.degrade.items()))
+    planned = t.profile("quick").params(scen)[0]
+    assert p.injected(scen, planned) == {**planned, **over} != planned
+
+
+def test_bad_degrade_and_compare_with_name_the_field(tmp_path):
+    src = (ROOT / "cases" / "profiles.yaml").read_text()
+    bad = src.replace("    compare_with: quick\n", "    compare_with: quik\n").replace(
+        "      convergence: {ratio: 64}", "      convergence: {ratoi: 64}")
+    f = tmp_path / "profiles.yaml"
+    f.write_text(bad)
+    with pytest.raises(ProfileError) as exc:
+        load_trial(f)
+    text = str(exc.value)
+    assert "profiles.degraded.compare_with: no profile 'quik'" in text
+    assert "profiles.degraded.degrade.convergence.ratoi" in text and "use one of: ratio" in text
+    assert f"{f}:" in text

@@ -177,7 +177,7 @@ def test_no_unbounded_tags():
     for cls in RECORD_TYPES:
         assert not set(cls.TAGS) & per_point, cls
     assert ALL_TAGS == {"run_id", "case", "scenario", "placement", "layout", "model", "testbed", "kind", "target",
-                        "probe"}
+                        "probe", "verdict"}
     s = schema()
     assert s["dcilab_iteration"]["tags"] == ["run_id", "case", "scenario", "placement", "layout", "model", "testbed"]
     assert {"step", "warmup", "duration_s", "tokens_per_s", "loss"} <= set(s["dcilab_iteration"]["fields"])

@@ -7,9 +7,11 @@ never slows training and never loses a point (disk spool + replay).
 """
 
 from testbed.metrics.schema import (
+    CASE,
     FAULT,
     ITERATION,
     PROBE,
+    CaseResult,
     FaultEvent,
     Iteration,
     ProbeResult,
@@ -22,6 +24,6 @@ from testbed.metrics.spool import Spool
 from testbed.metrics.writer import MetricsWriter, Pending, ReplayResult, health, replay
 
 __all__ = [
-    "FAULT", "ITERATION", "PROBE", "FaultEvent", "Iteration", "MetricsWriter", "Pending", "ProbeResult",
+    "CASE", "FAULT", "ITERATION", "PROBE", "CaseResult", "FaultEvent", "Iteration", "MetricsWriter", "Pending", "ProbeResult",
     "ReplayResult", "SchemaError", "Spool", "health", "replay", "schema", "to_line", "to_point",
 ]

@@ -1,6 +1,6 @@
 """What dcilab writes to the metrics store: measurements, tags and fields, and their line protocol.
 
-Three measurements, designed for dashboards that line iteration times up with faults:
+Four measurements, designed for dashboards that line iteration times up with faults:
 
 ``dcilab_iteration``  one point per training iteration (timestamp = the iteration's start)
     tags    run_id (required), case, scenario, placement, layout, model, testbed
@@ -12,6 +12,11 @@ Three measurements, designed for dashboards that line iteration times up with fa
 ``dcilab_probe``      one point per probe result (timestamp = the end of the probe window)
     tags    run_id (required), case, scenario, testbed, probe
     fields  sdt_loss_ms, sdt_gap_ms (float), lost, dup, ooo, tx, rx (int); any may be None (omitted)
+``dcilab_case``       one point per concluded case (timestamp = the case's end)
+    tags    run_id (required), case, scenario, placement, testbed, verdict
+    fields  iterations (int, always written, so that a case without metrics still has its verdict),
+            equivalent_compute, mean_efficiency, worst_efficiency, baseline_s, median_s,
+            disruption_ms (float), affected_iterations (int); any but iterations may be None (omitted)
 
 Tags are bounded by construction: only the keys above are accepted, so a per-point value (step,
 UUID, timestamp) can never become a tag and blow up the series count.  ``run_id`` is a tag because
@@ -30,6 +35,7 @@ naming ``measurement.field``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -38,6 +44,7 @@ from influxdb_client import Point, WritePrecision
 ITERATION = "dcilab_iteration"
 FAULT = "dcilab_fault"
 PROBE = "dcilab_probe"
+CASE = "dcilab_case"
 
 #: Earliest and latest plausible timestamps (ns): 2001-09-09 .. 2286-11-20.  Catches seconds,
 #: milliseconds and microseconds passed by mistake.
@@ -161,8 +168,64 @@ class ProbeResult:
         return dict(sorted(out.items()))
 
 
-Record = Iteration | FaultEvent | ProbeResult
-RECORD_TYPES: tuple[type, ...] = (Iteration, FaultEvent, ProbeResult)
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """A concluded case's result, so dashboards can show the trial's metric (equivalent compute) per case
+    without recomputing it from iterations.  ``time_ns`` is the case's end; ``verdict`` is a tag (a handful
+    of values: pass, fail, error, ...) so that panels can filter and colour by it."""
+
+    MEASUREMENT: ClassVar[str] = CASE
+    TAGS: ClassVar[tuple[str, ...]] = ("run_id", "case", "scenario", "placement", "testbed", "verdict")
+    REQUIRED_TAGS: ClassVar[tuple[str, ...]] = ("run_id",)
+    FLOAT_FIELDS: ClassVar[tuple[str, ...]] = ("baseline_s", "disruption_ms", "equivalent_compute",
+                                               "mean_efficiency", "median_s", "worst_efficiency")
+
+    time_ns: int
+    iterations: int = 0
+    equivalent_compute: float | None = None
+    mean_efficiency: float | None = None
+    worst_efficiency: float | None = None
+    baseline_s: float | None = None
+    median_s: float | None = None
+    affected_iterations: int | None = None
+    disruption_ms: float | None = None
+    run_id: str | None = None
+    case: str | None = None
+    scenario: str | None = None
+    placement: str | None = None
+    testbed: str | None = None
+    verdict: str | None = None
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], *, time_ns: int, **tags: str | None) -> CaseResult:
+        """The trial's metrics dict of a case (``CaseContext.conclude``'s) as a record: known fields only;
+        a value that is None, not a number, negative or non-finite is left out, so that recording a
+        result never fails a case.  ``tags``: run_id, case, scenario, placement, testbed, verdict."""
+        vals: dict[str, Any] = {}
+        for name in cls.FLOAT_FIELDS:
+            v = metrics.get(name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+                vals[name] = float(v)
+        for name in ("iterations", "affected_iterations"):
+            v = metrics.get(name)
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63:
+                vals[name] = v
+        return cls(time_ns=time_ns, **vals, **tags)
+
+    def field_values(self) -> dict[str, Any]:
+        m = self.MEASUREMENT
+        out: dict[str, Any] = {"iterations": _int(m, "iterations", self.iterations, minimum=0)}
+        for name in self.FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _float(m, name, value, minimum=0.0)
+        if self.affected_iterations is not None:
+            out["affected_iterations"] = _int(m, "affected_iterations", self.affected_iterations, minimum=0)
+        return dict(sorted(out.items()))
+
+
+Record = Iteration | FaultEvent | ProbeResult | CaseResult
+RECORD_TYPES: tuple[type, ...] = (Iteration, FaultEvent, ProbeResult, CaseResult)
 
 #: Every tag key any measurement accepts (default tags must be among these).
 ALL_TAGS: frozenset[str] = frozenset(t for cls in RECORD_TYPES for t in cls.TAGS)
@@ -254,7 +317,7 @@ def tags_of(record: Record, default_tags: dict[str, str] | None = None) -> dict[
 def _check_record(record: Any) -> None:
     if not isinstance(record, RECORD_TYPES):
         raise SchemaError(f"not a dcilab metrics record: {type(record).__name__} "
-                         "(expected Iteration, FaultEvent or ProbeResult)")
+                         "(expected Iteration, FaultEvent, ProbeResult or CaseResult)")
 
 
 # --------------------------------------------------------------------------------------------- output

@@ -180,6 +180,22 @@ class CaseRunner:
                                          run_id=self.run_id, case=case, scenario=scenario,
                                          testbed=self.inv.name))
 
+    def _write_probe(self, case: str, scenario: str, rep: dict[str, Any] | None) -> None:
+        """The probe's figures (service disruption, loss) beside the iterations on dashboards."""
+        if self.writer in (None, False, "inventory") or not rep:
+            return
+        from testbed.metrics import ProbeResult
+
+        def count(k: str) -> int | None:
+            v = rep.get(k)
+            return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+        with contextlib.suppress(Exception):     # the store never stops a case
+            self.writer.write(ProbeResult(time_ns=time.time_ns(), sdt_loss_ms=rep.get("sdt_loss_ms"),
+                                          sdt_gap_ms=rep.get("sdt_gap_ms"), lost=count("lost"),
+                                          dup=count("duplicates"), ooo=count("out_of_order"), tx=count("expected"),
+                                          rx=count("received"), run_id=self.run_id, case=case, scenario=scenario,
+                                          testbed=self.inv.name, probe="service"))
+
     def run(self, case: str, scenario: str, spec: JobSpec, *, conditions: list[Fault] = (),  # type: ignore[assignment]
             fault: Fault | None = None, fault_at: int | None = None, hold: int | None = None,
             probe: ProbePlan | None = None, timeout_s: float = 900.0) -> CaseRun:
@@ -247,6 +263,7 @@ class CaseRunner:
                             if pr is not None:          # before the undo: the revert is another event
                                 try:
                                     probe_rep = pr.finish(early=True)
+                                    self._write_probe(case, scenario, probe_rep)
                                 except ProbeFailed as exc:
                                     probe_err = str(exc)
                             w.undone_step = len(job.events) if job.outcome is None else None

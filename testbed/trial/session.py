@@ -345,6 +345,7 @@ class CaseContext:
             problems.append("testbed left off its baseline (restored): " + "; ".join(off))
         if problems:
             v = FAIL
+        self._write_result(metrics, run.spec.placement, v)
         self._record({"status": run.status, "metrics": metrics, "criteria": [c.to_dict() for c in checks],
                       "baseline": {"key": baseline.key, "median_s": baseline.median_s, "job_id": baseline.job_id},
                       "series": [p.to_dict() for p in run.series], "outcome": run.outcome,
@@ -364,6 +365,17 @@ class CaseContext:
             lines = [c.line() for c in checks if c.status in ("fail", "not-measured")] + problems
             pytest.fail(f"{self.name}: " + "; ".join(lines), pytrace=False)
         return v
+
+    def _write_result(self, metrics: dict[str, Any], placement: str | None, verdict_: str) -> None:
+        """The case's result to the store (dashboards show equivalent compute per case from it)."""
+        w = self.s.runner.writer
+        if w in (None, False, "inventory"):
+            return
+        from testbed.metrics import CaseResult
+        with contextlib.suppress(Exception):  # the store never fails a case (the writer spools)
+            w.write(CaseResult.from_metrics(metrics, time_ns=time.time_ns(), run_id=self.s.run_id, case=self.name,
+                                            scenario=self.scenario, placement=placement, testbed=self.s.inv.name,
+                                            verdict=verdict_))
 
     def _record(self, extra: dict[str, Any], verdict_: str) -> None:
         self.recorded = True

@@ -197,6 +197,7 @@ def test_history_index_previous_and_pinned_reference(tmp_path):
 
 
 def test_finish_run_compares_renders_and_indexes(tmp_path):
+    tmp_path = tmp_path / "reports"     # a history folder (named reports)
     write_run(tmp_path, night(1, repeats=3, started="2026-11-20T01:00:00Z"))
     d = write_run(tmp_path, night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}))
     done = finish_run(d)
@@ -210,9 +211,23 @@ def test_finish_run_compares_renders_and_indexes(tmp_path):
     last = index["runs"][-1]
     assert last["run_id"] == "run-3" and last["regressions"] == {"previous": [DP_DROP]}
     assert "1 regression(s)" in (tmp_path / "index.html").read_text()
+    from testbed.report.bundle import make_bundle
+    b = make_bundle(d, tmp_path / "out", pdf=False)     # the comparison travels with the report
+    assert "comparison.json" in [m.path for m in b.members]
+
+
+def test_a_run_outside_a_history_folder_is_neither_compared_nor_indexed(tmp_path):
+    write_run(tmp_path, night(1, repeats=3, started="2026-11-20T01:00:00Z"))
+    d = write_run(tmp_path, night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}))
+    done = finish_run(d)      # e.g. --report-dir /tmp/x: not compared with whatever lies in /tmp
+    assert done.comparisons == [] and done.problems == [] and done.report is not None
+    assert not (tmp_path / "index.json").exists()
+    (tmp_path / "index.json").write_text("{}")      # a folder with an index is a history
+    assert finish_run(d).regressions == [f"previous run-1: {DP_DROP}"]
 
 
 def test_first_run_has_nothing_to_compare_with(tmp_path):
+    tmp_path = tmp_path / "reports"     # a history folder (named reports)
     d = write_run(tmp_path, night(1))
     done = finish_run(d)
     assert done.comparisons == [] and done.regressions == [] and done.problems == []
@@ -220,6 +235,7 @@ def test_first_run_has_nothing_to_compare_with(tmp_path):
 
 
 def test_an_older_format_run_in_the_history_still_lists_compares_and_renders(tmp_path):
+    tmp_path = tmp_path / "reports"     # a history folder (named reports)
     old = copy.deepcopy(night(1, started="2026-11-20T01:00:00Z"))
     # an early summary: no schema, the profile as a bare name, no probe/outcome, fewer metrics
     old.pop("schema")
@@ -239,17 +255,18 @@ def test_an_older_format_run_in_the_history_still_lists_compares_and_renders(tmp
 
 
 def test_history_cli_exit_code_on_regression(tmp_path):
+    tmp_path = tmp_path / "reports"     # a history folder (named reports)
     write_run(tmp_path, night(1, repeats=3, started="2026-11-20T01:00:00Z"))
     d = write_run(tmp_path, night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}))
     cmd = [sys.executable, "-m", "testbed.cli", "history", "--reports-dir", str(tmp_path)]
-    r = subprocess.run(cmd + ["compare", str(d)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(cmd + ["compare", str(d)], capture_output=True, text=True, cwd=ROOT, check=False)
     assert r.returncode == 3, r.stdout + r.stderr
     assert f"REGRESSION {DP_DROP}" in r.stdout
-    r = subprocess.run(cmd + ["pin", "run-1"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(cmd + ["pin", "run-1"], capture_output=True, text=True, cwd=ROOT, check=False)
     assert r.returncode == 0 and "pinned run-1 as the reference of profile quick" in r.stdout
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     assert r.returncode == 0 and "REGRESSED" in r.stdout and "(reference)" in r.stdout
-    r = subprocess.run(cmd[:-2] + ["--reports-dir", str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(cmd[:-2] + ["--reports-dir", str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT, check=False)
     assert r.returncode == 1 and "no such folder" in r.stderr
 
 

@@ -16,7 +16,8 @@ Four measurements, designed for dashboards that line iteration times up with fau
     tags    run_id (required), case, scenario, placement, testbed, verdict
     fields  iterations (int, always written, so that a case without metrics still has its verdict),
             equivalent_compute, mean_efficiency, worst_efficiency, baseline_s, median_s,
-            disruption_ms (float), affected_iterations (int); any but iterations may be None (omitted)
+            disruption_ms (float), affected_iterations (int); any but iterations may be None (omitted);
+            median_s is the case's steady median (in a fault case: before the fault)
 
 Tags are bounded by construction: only the keys above are accepted, so a per-point value (step,
 UUID, timestamp) can never become a tag and blow up the series count.  ``run_id`` is a tag because

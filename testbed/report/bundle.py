@@ -26,7 +26,9 @@ MANIFEST = "MANIFEST.json"
 # Written by the run (testbed/trial/report.py); each may be absent after an interrupted run.
 RUN_FILES = ("summary.json", "iterations.jsonl", "faults.jsonl", "testbed.json", "junit.xml")
 RUN_DIRS = ("cases",)
-RENDER_INPUTS = ("summary.json", "testbed.json")
+# Written after the run only when there was something to compare with: included when present.
+OPTIONAL_FILES = ("comparison.json",)
+RENDER_INPUTS = ("summary.json", "testbed.json", "comparison.json")
 
 
 @dataclass
@@ -104,6 +106,7 @@ def _files(report_dir: Path, run_dir: Path) -> tuple[list[tuple[str, Path]], lis
             out.append((name, run_dir / name))
         else:
             missing.append(Missing(name, "not in the run folder (the run was interrupted or never got that far)"))
+    out += [(name, run_dir / name) for name in OPTIONAL_FILES if (run_dir / name).is_file()]
     for name in RUN_DIRS:
         top = run_dir / name
         found = sorted(Path(d, f) for d, _, fs in os.walk(top) for f in fs     # os.walk: symlinks not followed

@@ -154,7 +154,8 @@ def compare(current: dict[str, Any], other: dict[str, Any], *, role: str = "prev
                       for k in METRICS if k in g.metrics or k in o.metrics}
         ch.n = (len(g.samples), len(o.samples))
         if not g.samples or not o.samples:
-            ch.reason = "no efficiency samples on " + ("this side" if not g.samples else "the other side")
+            ch.reason = ("no efficiency samples in " + ("this run" if not g.samples else "the other run")
+                         + " (no baseline or pre-fault median: see that case's problems)")
             changes.append(ch)
             continue
         a, b = median(g.samples), median(o.samples)

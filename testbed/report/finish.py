@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.report.compare import compare
-from testbed.report.history import atomic_write, baselines_for, scan, write_index
+from testbed.report.history import atomic_write, baselines_for, is_history, write_index
 from testbed.report.summary import ReportError, load_json
 
 COMPARISON = "comparison.json"
@@ -34,6 +34,8 @@ def compare_run(run_dir: Path, *, with_run: Path | None = None,
     summary = load_json(run_dir / "summary.json")
     if with_run is not None:
         others = [("chosen", Path(with_run))]
+    elif not is_history(run_dir.parent):
+        others = []
     else:
         reports = run_dir.parent
         others = [(role, reports / e.path) for role, e in baselines_for(reports, run_dir)]
@@ -67,7 +69,7 @@ def finish_run(run_dir: Path, *, compare_runs: bool = True, render: bool = True)
         except (ReportError, OSError) as exc:
             f.problems.append(f"report: {exc}")
     try:
-        if any(e.path == run_dir.name for e in scan(run_dir.parent)):
+        if is_history(run_dir.parent):
             write_index(run_dir.parent)
     except (ReportError, OSError) as exc:
         f.problems.append(f"history index: {exc}")

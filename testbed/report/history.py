@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,14 @@ class RunEntry:
     def comparable(self) -> bool:
         """A run other runs may be compared with: readable, real (not a dry run), with cases."""
         return self.error is None and not self.dry_run and sum(self.verdicts.values()) > 0
+
+
+def is_history(folder: Path) -> bool:
+    """Whether run folders in ``folder`` form a history: it is named ``reports`` (the default, or
+    e.g. /srv/dcilab/reports) or already holds an index or a pinned reference.  A run written with
+    ``--report-dir /tmp/x`` is not compared with whatever else lies in /tmp, nor indexes it."""
+    folder = Path(folder)
+    return folder.name == "reports" or (folder / INDEX).exists() or (folder / REFERENCE).exists()
 
 
 def _entry(reports: Path, d: Path) -> RunEntry:
@@ -163,7 +171,7 @@ def write_index(reports: Path) -> list[RunEntry]:
                           f"e.g. reports/, with --reports-dir)")
     entries = scan(reports)
     refs = references(reports)
-    data = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    data = {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
             "references": refs, "runs": [asdict(e) for e in entries]}
     atomic_write(reports / INDEX, json.dumps(data, indent=1) + "\n")
     atomic_write(reports / INDEX_HTML, _index_html(entries, refs))

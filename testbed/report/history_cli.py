@@ -71,7 +71,7 @@ def _history(a: argparse.Namespace) -> int:
             print_comparisons(comps)
             from testbed.report.render import render_run
             print(f"report: {render_run(a.run_dir).html}")
-            if (Path(a.run_dir).parent / history.INDEX).exists():
+            if history.is_history(Path(a.run_dir).parent):
                 history.write_index(Path(a.run_dir).parent)
             return EXIT_REGRESSION if any(c["regressions"] for c in comps) else 0
         entries = history.write_index(a.reports_dir)
@@ -81,7 +81,7 @@ def _history(a: argparse.Namespace) -> int:
     refs = set(history.references(a.reports_dir).values())
     for e in entries:
         regs = sum(len(v) for v in e.regressions.values())
-        print(f"{e.path:32} {str(e.profile):10} {str(e.status):11} "
+        print(f"{e.path:32} {e.profile!s:10} {e.status!s:11} "
               f"{' '.join(f'{k}={v}' for k, v in sorted(e.verdicts.items())):24} "
               f"{'REGRESSED ' if regs else ''}{'(reference) ' if e.path in refs else ''}{e.error or ''}")
     print(f"{len(entries)} run(s); index in {a.reports_dir / history.INDEX_HTML}")

@@ -244,10 +244,10 @@ def _repeats(summary: dict[str, Any]) -> str:
     gs = groups(summary)
     if not any(len(g.repeats) > 1 for g in gs.values()):
         return ""
-    rows = ["<h2>Across repeats</h2><p class='note'>Each case's metrics over its repeats: mean &plusmn; "
-            "standard deviation [min, max], as the trial averaged several runs.</p><table><tr><th>case</th>"
-            "<th>repeats</th><th>verdicts</th><th>outcomes</th><th>equivalent compute</th><th>mean efficiency</th>"
-            "<th>worst efficiency</th><th>affected iterations</th><th>disruption ms</th></tr>"]
+    rows = [("<h2>Across repeats</h2><p class='note'>Each case's metrics over its repeats: mean &plusmn; "
+             "standard deviation [min, max], as the trial averaged several runs.</p><table><tr><th>case</th>"
+             "<th>repeats</th><th>verdicts</th><th>outcomes</th><th>equivalent compute</th><th>mean efficiency</th>"
+             "<th>worst efficiency</th><th>affected iterations</th><th>disruption ms</th></tr>")]
     for g in gs.values():
         m = g.metrics
         rows.append(f"<tr><td>{e(g.key)}</td><td>{len(g.repeats)}</td><td>{e(g.verdicts)}</td><td>{e(g.outcomes)}</td>"

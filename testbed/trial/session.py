@@ -372,8 +372,10 @@ class CaseContext:
         if w in (None, False, "inventory"):
             return
         from testbed.metrics import CaseResult
+        # the store's median_s is the case's steady median: a fault case has it as pre_fault_s
+        steady = metrics.get("median_s") if metrics.get("median_s") is not None else metrics.get("pre_fault_s")
         with contextlib.suppress(Exception):  # the store never fails a case (the writer spools)
-            w.write(CaseResult.from_metrics(metrics, time_ns=time.time_ns(), run_id=self.s.run_id, case=self.name,
+            w.write(CaseResult.from_metrics({**metrics, "median_s": steady}, time_ns=time.time_ns(), run_id=self.s.run_id, case=self.name,
                                             scenario=self.scenario, placement=placement, testbed=self.s.inv.name,
                                             verdict=verdict_))
 

@@ -117,7 +117,7 @@ CASE_COLUMNS = (
     Column("mean_efficiency", "mean efficiency", "percentunit"),
     Column("worst_efficiency", "worst efficiency", "percentunit"),
     Column("baseline_s", "baseline", "s"),
-    Column("median_s", "median iteration", "s"),
+    Column("median_s", "steady median", "s"),
     Column("affected_iterations", "affected iterations", "none"),
     Column("disruption_ms", "service disruption", "ms"),
     Column("iterations", "iterations", "none"),

@@ -63,8 +63,8 @@ class ProbeSettings(Strict):
 
 class Regression(Strict):
     """When a case counts as regressed against an earlier run (testbed/report/compare.py)."""
-    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the one-sided Mann-Whitney U test, "
-                                                       "Holm-adjusted over the run's cases")
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of Welch's one-sided t-test on the log "
+                                                       "efficiencies, Holm-adjusted over the run's cases")
     min_change: float = Field(0.10, ge=0, lt=1, description="smallest relative fall of the median efficiency "
                                                             "that counts: this machine drifts 10 % between jobs")
     spread_k: float = Field(3.0, ge=0, description="with repeats, the fall must also exceed this many standard "
@@ -265,16 +265,17 @@ def load_trial(path: str | Path | None = None) -> Trial:
                                         f"profiles.{name}.criteria[{j}].id", f"no criterion {o.id!r}",
                                         f"use one of the criteria ids: {', '.join(ids)}"))
         if p.compare_with is not None and p.compare_with not in spec.profiles:
-            problems.append(Problem(path, src.line_of(("profiles", name, "compare_with")), f"profiles.{name}.compare_with",
-                                    f"no profile {p.compare_with!r}", f"name one of: {', '.join(spec.profiles)}"))
+            problems.append(Problem(path, src.line_of(("profiles", name, "compare_with")),
+                                    f"profiles.{name}.compare_with", f"no profile {p.compare_with!r}",
+                                    f"name one of: {', '.join(spec.profiles)}"))
         for scen, over in p.degrade.items():
             axes = p.scenarios.get(scen) or {}  # type: ignore[call-overload]
             for k in over:
                 if k not in axes or k in ("placement", "repeat"):
+                    usable = ", ".join(a for a in axes if a != "placement") or f"(the profile runs no {scen} case)"
                     problems.append(Problem(
                         path, src.line_of(("profiles", name, "degrade", scen, k)), f"profiles.{name}.degrade.{scen}.{k}",
-                        f"{k!r} is not a fault parameter of the {scen} cases of this profile",
-                        f"use one of: {', '.join(a for a in axes if a != 'placement') or '(the profile runs no ' + scen + ' case)'}"))
+                        f"{k!r} is not a fault parameter of the {scen} cases of this profile", f"use one of: {usable}"))
         profiles[name] = p
     if problems:
         raise ProfileError(problems)

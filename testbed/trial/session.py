@@ -375,15 +375,16 @@ class CaseContext:
         # the store's median_s is the case's steady median: a fault case has it as pre_fault_s
         steady = metrics.get("median_s") if metrics.get("median_s") is not None else metrics.get("pre_fault_s")
         with contextlib.suppress(Exception):  # the store never fails a case (the writer spools)
-            w.write(CaseResult.from_metrics({**metrics, "median_s": steady}, time_ns=time.time_ns(), run_id=self.s.run_id, case=self.name,
-                                            scenario=self.scenario, placement=placement, testbed=self.s.inv.name,
-                                            verdict=verdict_))
+            w.write(CaseResult.from_metrics({**metrics, "median_s": steady}, time_ns=time.time_ns(),
+                                            run_id=self.s.run_id, case=self.name, scenario=self.scenario,
+                                            placement=placement, testbed=self.s.inv.name, verdict=verdict_))
 
     def _record(self, extra: dict[str, Any], verdict_: str) -> None:
         self.recorded = True
         degraded = self.profile.degrade.get(self.scenario)  # type: ignore[call-overload]
         self.s.report.add_case({"id": self.id, "name": self.name, "scenario": self.scenario, "params": self.params,
-                                **({"degraded": dict(degraded)} if degraded else {}), "verdict": verdict_, "duration_s": round(time.monotonic() - self.t0, 3), **extra})
+                                **({"degraded": dict(degraded)} if degraded else {}), "verdict": verdict_,
+                                "duration_s": round(time.monotonic() - self.t0, 3), **extra})
 
     def record_error(self, text: str) -> None:
         """A case that ended without concluding (exception, timeout, Ctrl-C)."""

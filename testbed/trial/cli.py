@@ -75,9 +75,9 @@ def run_trial(a: argparse.Namespace) -> int:
         print_comparisons(done.comparisons)
     for problem in done.problems:
         print(f"dcilab trial: {problem}", flush=True)
-    print(f"dcilab trial: report in {report} ({'report.html, ' if done.report else ''}summary.json, junit.xml, "
-          f"iterations.jsonl, faults.jsonl, testbed.json{', comparison.json' if done.comparisons else ''})",
-          flush=True)
+    written = [n for n in ("report.html", "report.pdf", "summary.json", "comparison.json", "junit.xml",
+                           "iterations.jsonl", "faults.jsonl", "testbed.json") if (report / n).exists()]
+    print(f"dcilab trial: report in {report} ({', '.join(written)})", flush=True)
     if done.regressions and rc in (0, 1):
         print(f"dcilab trial: exit {EXIT_REGRESSION}: {len(done.regressions)} regression(s): "
               + "; ".join(done.regressions), flush=True)

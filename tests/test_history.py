@@ -221,7 +221,8 @@ def test_a_run_outside_a_history_folder_is_neither_compared_nor_indexed(tmp_path
     d = write_run(tmp_path, night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}))
     done = finish_run(d)      # e.g. --report-dir /tmp/x: not compared with whatever lies in /tmp
     assert done.comparisons == [] and done.problems == [] and done.report is not None
-    assert not (tmp_path / "index.json").exists()
+    assert not (tmp_path / "index.json").exists() and not (d / "comparison.json").exists()
+    assert "Compared with earlier runs" not in done.report.read_text()
     (tmp_path / "index.json").write_text("{}")      # a folder with an index is a history
     assert finish_run(d).regressions == [f"previous run-1: {DP_DROP}"]
 

@@ -35,7 +35,7 @@ def compare_run(run_dir: Path, *, with_run: Path | None = None,
     if with_run is not None:
         others = [("chosen", Path(with_run))]
     elif not is_history(run_dir.parent):
-        others = []
+        return []  # no history to compare with: no comparison.json, no section in the report
     else:
         reports = run_dir.parent
         others = [(role, reports / e.path) for role, e in baselines_for(reports, run_dir)]

@@ -58,7 +58,7 @@ def is_history(folder: Path) -> bool:
     return folder.name == "reports" or (folder / INDEX).exists() or (folder / REFERENCE).exists()
 
 
-def _entry(reports: Path, d: Path) -> RunEntry:
+def _entry(d: Path) -> RunEntry:
     e = RunEntry(run_id=d.name, path=d.name, has_report=(d / "report.html").exists())
     try:
         s = load_json(d / "summary.json")
@@ -95,7 +95,7 @@ def scan(reports: Path) -> list[RunEntry]:
     reports = Path(reports)
     if not reports.is_dir():
         return []
-    entries = [_entry(reports, d) for d in sorted(reports.iterdir())
+    entries = [_entry(d) for d in sorted(reports.iterdir())
                if d.is_dir() and ((d / "summary.json").exists() or (d / "junit.xml").exists())]
     return sorted(entries, key=lambda e: (e.started or "", e.path))
 
@@ -149,7 +149,7 @@ def baselines_for(reports: Path, run_dir: Path) -> list[tuple[str, RunEntry]]:
     profile it compares with) and ("reference", that profile's pinned run), each at most once."""
     reports, run_dir = Path(reports), Path(run_dir)
     entries = scan(reports)
-    me = next((e for e in entries if e.path == run_dir.name), None) or _entry(reports, run_dir)
+    me = next((e for e in entries if e.path == run_dir.name), None) or _entry(run_dir)
     lineage = me.compare_with or me.profile
     out: list[tuple[str, RunEntry]] = []
     earlier = [e for e in entries if e.path != me.path and e.comparable and e.profile == lineage

@@ -1,6 +1,13 @@
 """The fault catalogue on the emulated lab, each fault's effect checked on traffic with the probe
 (receiver on dc-b-gpu1, sender on dc-a-gpu1, separate processes in the nodes' namespaces, on the
-data interface fab0), and on the optical line itself.  Every test leaves the lab at baseline."""
+data interface fab0), and on the optical line itself.  Every test leaves the lab at baseline.
+
+Outages are measured by the loss method (frames missing across the gap / rate) and paths by the
+minimum one-way delay (the propagation delay: queueing only adds to it), as a transport test set
+does.  Arrival times on this lab carry the scheduling jitter of user-space forwarders sharing two
+cores (p99 +4..11 ms seen on a busy machine): one frame held before an outage shortens the arrival
+gap by as much, and a backlog after a switch raises the median delay for seconds, while the
+outage's length and the path's delay are unchanged."""
 
 from __future__ import annotations
 
@@ -137,9 +144,11 @@ def test_forced_protection_switch_disrupts_within_the_switch_time(emulated_lab: 
     # two disruptions (> 10 ms): the switch to protection, and the undo's switch back to working
     d = rep["disruptions"]
     assert d["count"] == 2, d
-    # below: the issue's +-2 ms; above: +3 ms, one send interval and the sender's own scheduling
-    assert switch_ms - 2 <= d["longest_ms"] <= switch_ms + 3, d
-    assert switch_ms - 2 <= d["shortest_ms"] <= switch_ms + 3, d
+    # each outage by the loss method and by the sender's spacing of the frames around it; below:
+    # the issue's +-2 ms; above: +3 ms, one send interval and the sender's own scheduling
+    for ev in d["events"]:
+        assert switch_ms - 2 <= ev["missing"] * 1e3 / PPS <= switch_ms + 3, d
+        assert switch_ms - 2 <= ev["tx_gap_ms"] <= switch_ms + 3, d
     assert 2 * (switch_ms - 2) <= rep["sdt_loss_ms"] <= 2 * (switch_ms + 3), rep["sdt_loss_ms"]
     assert line.get()["active_path"] == "working"
 
@@ -160,10 +169,10 @@ def test_fiber_cut_of_working_moves_traffic_to_protection_by_sncp(emulated_lab: 
     rep = probe(emulated_lab, 2.5, 0.5, hold)
     rec = state["rec"]
     assert (rec.details["mechanism"], rec.details["active_path"], state["line"]) == ("sncp", "protection", "protection")
-    assert rep["sdt_gap_ms"] <= emulated_lab.line.switch_ms + 3, rep["sdt_gap_ms"]
-    after = rep["delay_after"]["p50_ms"]
+    assert rep["sdt_loss_ms"] <= emulated_lab.line.switch_ms + 3, rep["sdt_loss_ms"]
+    after = rep["delay_after"]["min_ms"]
     prot = _one_way_ms(inventory.fiber_path("protection").length_km)
-    assert prot <= after < prot + 0.7, (after, prot)
+    assert prot <= after < prot + 0.7, (rep["delay_after"], prot)
     assert check_baseline(tb) == []
 
 
@@ -182,10 +191,11 @@ def test_fiber_cut_with_protection_locked_out_is_restored_by_ason_on_the_longer_
     assert (rec.details["mechanism"], rec.details["active_path"], state["line"]) == \
         ("ason", "restoration", "restoration")
     assert rec.details["active_length_km"] == inventory.fiber_path("restoration").length_km
-    assert rest_s * 1e3 - 5 <= rep["sdt_gap_ms"] <= rest_s * 1e3 + 10, rep["sdt_gap_ms"]
-    before, after = rep["delay_before"]["p50_ms"], rep["delay_after"]["p50_ms"]
+    assert rest_s * 1e3 - 5 <= rep["sdt_loss_ms"] <= rest_s * 1e3 + 10, rep["sdt_loss_ms"]
+    before, after = rep["delay_before"]["min_ms"], rep["delay_after"]["min_ms"]
     work, rest = (_one_way_ms(inventory.fiber_path(p).length_km) for p in ("working", "restoration"))
-    assert work <= before < work + 0.7 and rest <= after < rest + 0.7, (before, after, work, rest)
+    assert work <= before < work + 0.7 and rest <= after < rest + 0.7, (rep["delay_before"], rep["delay_after"],
+                                                                         work, rest)
     assert check_baseline(tb) == []
 
 

@@ -27,13 +27,18 @@ DATA = Path(__file__).parent / "data"
 QUICK = json.loads((DATA / "summary-quick.json").read_text())
 ROOT = Path(__file__).resolve().parents[1]
 DP_DROP = "test_bandwidth_drop[dp-remote-400G]"
+SWITCH = "test_protection_switchover[pp-remote-8to1]"
 
 
 def night(seed: int, *, repeats: int = 1, profile: str = "quick", started: str = "2026-11-20T01:00:00Z",
-          slow: dict[str, float] | None = None, jitter: float = 0.02) -> dict[str, Any]:
+          slow: dict[str, float] | None = None, jitter: float = 0.02, sdt: dict[str, float] | None = None,
+          sdt_jitter: float = 0.05) -> dict[str, Any]:
     """A run like the quick fixture: every iteration jittered; ``slow`` multiplies the judged
-    window's iterations of the named cases (a real regression); ``repeats`` copies each case."""
+    window's iterations of the named cases (a real regression); ``repeats`` copies each case;
+    the probe's service disruption is jittered per repeat (and multiplied by ``sdt``) and, like the
+    probe's, a whole number of frame intervals."""
     rnd = random.Random(seed)
+    rnd_sdt = random.Random(seed + 10_000)  # its own stream: the iteration jitter stays as it was
     s = copy.deepcopy(QUICK)
     s["run_id"], s["started"] = f"run-{seed}", started
     s["profile"] = {**s["profile"], "name": profile, "repeats": repeats}
@@ -45,6 +50,10 @@ def night(seed: int, *, repeats: int = 1, profile: str = "quick", started: str =
                 c2["name"] = c["name"][:-1] + f"-run{r}]"
                 c2["params"] = {**c["params"], "repeat": r}
             window = c2["metrics"].get("window_steps") or []
+            if c2["metrics"].get("disruption_ms") is not None:
+                interval = 1000.0 / c2["probe"]["rate_pps"]
+                d = c2["metrics"]["disruption_ms"] * (sdt or {}).get(group_key(c), 1.0) * rnd_sdt.gauss(1.0, sdt_jitter)
+                c2["metrics"]["disruption_ms"] = round(d / interval) * interval
             if c2["metrics"].get("equivalent_compute") is not None:
                 c2["metrics"]["equivalent_compute"] *= rnd.gauss(1.0, jitter)
             for p in c2["series"]:
@@ -164,6 +173,52 @@ def test_cases_missing_on_one_side_are_not_comparable():
     c = compare(night(2), other)
     ch = next(x for x in c["cases"] if x["key"] == DP_DROP)
     assert ch["status"] == "not-comparable" and ch["reason"] == "not in the other run"
+
+
+def test_a_slower_switchover_is_a_regression_though_the_median_iteration_is_not():
+    """A switchover that takes 300 ms instead of 30 hits one iteration: the efficiency median does
+    not move, the probe's disruption across three repeats does."""
+    c = compare(night(6, repeats=3, sdt={SWITCH: 10.0}), night(1, repeats=3))
+    assert c["regressions"] == [SWITCH]
+    ch = next(x for x in c["cases"] if x["key"] == SWITCH)
+    d = ch["disruption"]
+    assert d["status"] == "regression" and d["n"] == [3, 3] and d["p_adjusted"] < 0.01
+    assert d["median"][0] == pytest.approx(300, rel=0.15) and d["median"][1] == pytest.approx(30, rel=0.15)
+    assert "service disruption rose" in ch["reason"] and "median efficiency" in ch["reason"]
+    reroute = next(x for x in c["cases"] if x["key"] == "test_ason_reroute[pp-remote-8to1]")
+    assert reroute["disruption"]["status"] == "unchanged"
+
+
+def test_a_shorter_switchover_is_an_improvement():
+    c = compare(night(6, repeats=3, sdt={SWITCH: 0.3}), night(1, repeats=3))
+    assert c["regressions"] == [] and c["improvements"] == [SWITCH]
+
+
+def test_disruption_needs_three_repeats_on_both_sides():
+    c = compare(night(6, repeats=1, sdt={SWITCH: 10.0}), night(1, repeats=1))
+    ch = next(x for x in c["cases"] if x["key"] == SWITCH)
+    assert c["regressions"] == [] and ch["disruption"]["status"] == "not-tested"
+    assert ch["disruption"]["p"] is None and "needs 3 repeats" in ch["reason"]
+    c = compare(night(6, repeats=3, sdt={SWITCH: 10.0}), night(1, repeats=2))
+    assert next(x for x in c["cases"] if x["key"] == SWITCH)["disruption"]["status"] == "not-tested"
+
+
+def test_a_disruption_rise_within_the_probe_resolution_is_unchanged():
+    """30 -> 33 ms with no spread at all is 'significant', but the probe (500 frames/s) resolves
+    2 ms: a rise of one or two frame intervals is not a regression."""
+    c = compare(night(6, repeats=3, sdt={SWITCH: 1.1}, sdt_jitter=0.0), night(1, repeats=3, sdt_jitter=0.0))
+    d = next(x for x in c["cases"] if x["key"] == SWITCH)["disruption"]
+    assert d["median"] == [32.0, 30.0] and d["p_adjusted"] < 0.01
+    assert d["status"] == "unchanged" and d["floor_ms"] == 4.0 and c["regressions"] == []
+
+
+def test_disruption_tests_share_the_holm_family():
+    c = compare(night(6, repeats=3, sdt={SWITCH: 10.0}), night(1, repeats=3))
+    ch = next(x for x in c["cases"] if x["key"] == SWITCH)
+    family = sum(1 for x in c["cases"] if x["p"] is not None) + sum(
+        1 for x in c["cases"] if (x.get("disruption") or {}).get("p") is not None)
+    assert family == len(QUICK["cases"]) + 2
+    assert f"Holm over {family} tests" in ch["reason"]
 
 
 def test_profile_settings_drive_the_decision():

@@ -14,6 +14,13 @@ iteration), pooled over its repeats.  A case regressed when all of these hold:
 - with repeats on both sides, the fall exceeds ``spread_k`` times the spread of the per-repeat
   medians (iterations of one job are not independent, repeats are).
 
+A fault that hits one iteration (switchover, reroute) hardly moves that median, so a case with probe
+figures is also judged on its service disruption, one value per repeat: with at least
+``DISRUPTION_MIN_REPEATS`` repeats on both sides, it regressed when Welch on the log disruption says
+it rose (Holm over the same family as the efficiencies), its median rose by more than
+``min_change``, by more than ``spread_k`` x the spread between repeats, and by more than two probe
+frame intervals (what the probe cannot resolve).  A quick run (one repeat) shows the figures only.
+
 Everything here reads summaries tolerantly (``testbed.report.summary``), so a run written by an
 older dcilab still compares where its fields allow and says "not comparable" where they do not.
 """
@@ -29,6 +36,7 @@ from testbed.report.stats import holm, median, spread, welch_less
 from testbed.report.summary import case_label, cases, dct, lst, num
 
 DEFAULTS = {"alpha": 0.01, "min_change": 0.10, "spread_k": 3.0}
+DISRUPTION_MIN_REPEATS = 3  # Welch on one value per repeat: with fewer, p < 0.01 needs an absurd change
 METRICS = ("equivalent_compute", "mean_efficiency", "worst_efficiency", "affected_iterations", "disruption_ms")
 _REPEAT = re.compile(r"-run(\d+)(?=\]$)")
 
@@ -79,6 +87,8 @@ class Group:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[float] = field(default_factory=list)
     repeat_medians: list[float] = field(default_factory=list)
+    disruption: list[float] = field(default_factory=list)  # service disruption (ms), one per repeat
+    probe_interval_ms: float | None = None  # the probe's frame spacing: its disruption resolution
 
 
 def groups(summary: dict[str, Any]) -> dict[str, Group]:
@@ -98,6 +108,12 @@ def groups(summary: dict[str, Any]) -> dict[str, Group]:
             x = num(m.get(k))
             if x is not None:
                 raw.setdefault(key, {}).setdefault(k, []).append(x)
+        d = num(m.get("disruption_ms"))
+        if d is not None and d >= 0:
+            g.disruption.append(d)
+        rate = num(dct(c.get("probe")).get("rate_pps"))
+        if rate and rate > 0:
+            g.probe_interval_ms = max(g.probe_interval_ms or 0.0, 1000.0 / rate)
         s = efficiency_samples(c)
         g.samples.extend(s)
         if s:
@@ -122,6 +138,56 @@ class CaseChange:
     metrics: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     verdicts: tuple[dict[str, int], dict[str, int]] = ({}, {})
     outcomes: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    disruption: DisruptionChange | None = None
+
+
+@dataclass
+class DisruptionChange:
+    """The case's service disruption (probe, one value per repeat) against the other run's."""
+    status: str  # regression | improvement | unchanged | not-tested
+    reason: str
+    n: tuple[int, int] = (0, 0)
+    median: tuple[float | None, float | None] = (None, None)  # ms
+    change: float | None = None  # relative change of the median, this run vs the other
+    p: float | None = None
+    p_adjusted: float | None = None
+    floor_ms: float | None = None  # smallest rise counted: min_change, spread and probe resolution
+
+
+def _disruption(g: Group, o: Group, cfg: dict[str, float]) -> DisruptionChange | None:
+    """The disruption figures side by side and, with enough repeats on both sides, the raw p."""
+    if not g.disruption or not o.disruption:
+        return None
+    a, b = median(g.disruption), median(o.disruption)
+    d = DisruptionChange("not-tested", "", (len(g.disruption), len(o.disruption)), (a, b))
+    d.change = a / b - 1 if b > 0 else None
+    if min(d.n) < DISRUPTION_MIN_REPEATS:
+        d.reason = (f"service disruption {b:.1f} -> {a:.1f} ms (median, {d.n[1]} -> {d.n[0]} repeats): not "
+                    f"tested, it needs {DISRUPTION_MIN_REPEATS} repeats on both sides (the nightly profile)")
+        return d
+    interval = max(g.probe_interval_ms or 0.0, o.probe_interval_ms or 0.0)
+    lo = interval or 0.001  # a disruption of 0 ms is "under one frame interval": log needs a floor
+    la, lb = [math.log(max(x, lo)) for x in g.disruption], [math.log(max(x, lo)) for x in o.disruption]
+    d.p = welch_less(lb, la) if a > b else welch_less(la, lb)
+    s = max(spread(g.disruption)["std"] or 0.0, spread(o.disruption)["std"] or 0.0)
+    d.floor_ms = max(cfg["min_change"] * b, cfg["spread_k"] * s, 2 * interval)
+    return d
+
+
+def _judge_disruption(d: DisruptionChange, adj: float, family: int, cfg: dict[str, float]) -> None:
+    d.p_adjusted = adj
+    a, b = d.median
+    assert a is not None and b is not None
+    direction = "rose" if a > b else "fell"
+    what = (f"service disruption {direction} {b:.1f} -> {a:.1f} ms (median over {d.n[1]} -> {d.n[0]} repeats), "
+            f"p = {adj:.3g} (Holm over {family} tests)")
+    if adj >= cfg["alpha"]:
+        d.status, d.reason = "unchanged", f"{what}: not significant at {cfg['alpha']:g}"
+    elif abs(a - b) <= (d.floor_ms or 0.0):
+        d.status, d.reason = "unchanged", (f"{what}: significant but within {d.floor_ms:.1f} ms (noise floor, "
+                                           f"{cfg['spread_k']:g} x the spread between repeats, probe resolution)")
+    else:
+        d.status, d.reason = ("regression" if a > b else "improvement"), what
 
 
 def _settings(summary: dict[str, Any], override: dict[str, Any] | None) -> dict[str, float]:
@@ -152,6 +218,7 @@ def compare(current: dict[str, Any], other: dict[str, Any], *, role: str = "prev
             continue
         ch.metrics = {k: (dct(g.metrics.get(k)).get("mean"), dct(o.metrics.get(k)).get("mean"))
                       for k in METRICS if k in g.metrics or k in o.metrics}
+        ch.disruption = _disruption(g, o, cfg)
         ch.n = (len(g.samples), len(o.samples))
         if not g.samples or not o.samples:
             ch.reason = ("no efficiency samples in " + ("this run" if not g.samples else "the other run")
@@ -169,13 +236,18 @@ def compare(current: dict[str, Any], other: dict[str, Any], *, role: str = "prev
         ch.p = welch_less(la, lb) if lower else welch_less(lb, la)
         changes.append(ch)
     tested = [c for c in changes if c.p is not None]
-    for c, adj in zip(tested, holm([c.p for c in tested])):  # type: ignore[misc]
+    hits = [c.disruption for c in changes if c.disruption is not None and c.disruption.p is not None]
+    family = len(tested) + len(hits)
+    adjusted = holm([c.p for c in tested] + [d.p for d in hits])  # type: ignore[misc]
+    for d, adj in zip(hits, adjusted[len(tested):]):
+        _judge_disruption(d, adj, family, cfg)
+    for c, adj in zip(tested, adjusted):
         c.p_adjusted = adj
         size = abs(c.change or 0.0)
         limit = max(cfg["min_change"], c.spread_limit or 0.0)
         direction = "fell" if (c.change or 0) < 0 else "rose"
         what = (f"median efficiency {direction} {size:.1%} ({c.median[1]:.3f} -> {c.median[0]:.3f}, "
-                f"{c.n[1]} -> {c.n[0]} iterations), p = {adj:.3g} (Holm over {len(tested)} cases)")
+                f"{c.n[1]} -> {c.n[0]} iterations), p = {adj:.3g} (Holm over {family} tests)")
         if adj >= cfg["alpha"]:
             c.status, c.reason = "unchanged", f"{what}: not significant at {cfg['alpha']:g}"
         elif size <= limit:
@@ -186,6 +258,8 @@ def compare(current: dict[str, Any], other: dict[str, Any], *, role: str = "prev
             c.reason = what
         if c.status == "unchanged" and min(c.n) < 4:
             c.reason += "; few iterations: the nightly profile (repeats) can show smaller changes"
+    for c in changes:
+        _merge_disruption(c)
     return {
         "role": role,
         "run_id": other.get("run_id"),
@@ -198,9 +272,21 @@ def compare(current: dict[str, Any], other: dict[str, Any], *, role: str = "prev
     }
 
 
+def _merge_disruption(c: CaseChange) -> None:
+    """The case's status is the worse of its efficiency's and its disruption's; the reason says both."""
+    d = c.disruption
+    if d is None:
+        return
+    c.reason = f"{c.reason}; {d.reason}" if c.reason else d.reason
+    if d.status == "regression" or (d.status == "improvement" and c.status != "regression"):
+        c.status = d.status
+
+
 def _jsonable(c: CaseChange) -> dict[str, Any]:
     d = asdict(c)
     for k in ("n", "median", "verdicts", "outcomes"):
         d[k] = list(d[k])
     d["metrics"] = {k: list(v) for k, v in c.metrics.items()}
+    if c.disruption is not None:
+        d["disruption"] = {**d["disruption"], "n": list(c.disruption.n), "median": list(c.disruption.median)}
     return d

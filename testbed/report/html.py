@@ -278,19 +278,23 @@ def _comparison(comparison: dict[str, Any] | None, comparison_error: str | None)
                    f"{f'; {len(imps)} improvement(s)' if imps else ''}. <span class='note'>A regression: median "
                    f"per-iteration efficiency lower, Welch's one-sided t-test on log efficiency, p (Holm) &lt; {e(cfg.get('alpha'))}, a fall "
                    f"beyond {e(cfg.get('min_change'))} and beyond {e(cfg.get('spread_k'))} x the spread between "
-                   f"repeats.</span></p>")
+                   f"repeats; or, with 3 repeats on both sides, the probe's service disruption higher by the same "
+                   f"rules (and by more than two probe frame intervals).</span></p>")
         out.append("<table><tr><th>case</th><th>status</th><th>median efficiency (this / that)</th><th>change</th>"
-                   "<th>p (Holm)</th><th>equivalent compute (this / that)</th><th>verdicts (this / that)</th>"
+                   "<th>p (Holm)</th><th>equivalent compute (this / that)</th>"
+                   "<th>service disruption, median ms (this / that)</th><th>verdicts (this / that)</th>"
                    "<th>why</th></tr>")
         for ch in (dct(x) for x in lst(c.get("cases"))):
             st = str(ch.get("status"))
             cls = {"regression": "fail", "improvement": "pass"}.get(st, "observed")
             med, eq, ver = lst(ch.get("median")), lst(dct(ch.get("metrics")).get("equivalent_compute")), lst(ch.get("verdicts"))
             change = num(ch.get("change"))
+            sdt = lst(dct(ch.get("disruption")).get("median"))
             out.append(f"<tr><td>{e(ch.get('key'))}</td><td class='{cls}'>{e(st)}</td>"
                        f"<td>{' / '.join(e(num(x)) for x in med) or '&ndash;'}</td>"
                        f"<td>{escape(f'{change:+.1%}') if change is not None else '&ndash;'}</td>"
                        f"<td>{e(num(ch.get('p_adjusted')))}</td><td>{' / '.join(e(num(x)) for x in eq) or '&ndash;'}</td>"
+                       f"<td>{' / '.join(e(num(x)) for x in sdt) or '&ndash;'}</td>"
                        f"<td>{' / '.join(e(x) for x in ver)}</td><td class='note'>{e(ch.get('reason'))}</td></tr>")
         out.append("</table>")
     return "".join(out)

@@ -109,7 +109,13 @@ def test_killing_a_rank_is_interrupted_rank_exit(emulated_lab, inventory, tmp_pa
     assert out.detail == "rank 2 on dc-b-gpu1 exited (signal SIGKILL)", out.detail
     assert out.exit_codes["dc-b-gpu1"] == 1, out.exit_codes
     decided = out.decided_at - t_kill
-    assert decided < job.settle_s, decided
+    # the first sign (its torchrun's report or exit) about a second after the kill; decided as soon
+    # as every node has spoken, or settle_s after the first sign when a surviving rank still waits
+    # in a collective with live peers only (on a 2-core machine: 0.7-0.9 s, then 1.5-2.4 s or the
+    # whole window); the cause and the detail above are right either way
+    first_sign = decided - out.detected_s
+    assert first_sign < 2.0, (first_sign, out.detected_s)
+    assert out.detected_s <= job.settle_s + 1.1, (first_sign, out.detected_s)  # + a poll, a 1 s output drain
     assert took < 20, took   # decision + stop
     assert all(p.exists() for p in out.logs.values())
     nothing_left(job)

@@ -35,7 +35,9 @@ Bounds, measured on the emulated lab (test model, pp-remote, 4 nodes; ``tests/te
 
 * a killed rank: its torchrun reports the worker (``exitcode: -9``) and exits 1 within about a
   second; the outcome is decided once that node has exited and every other node has spoken
-  (about 1 s after the kill; ``settle_s`` at most), with that node's exit code recorded;
+  (about 1 s after the kill on an idle machine; on a slower one a surviving rank that waits in a
+  collective with live peers only can stay silent, then ``settle_s`` after the first sign), with
+  that node's exit code recorded;
 * the line blocked longer than the process-group timeout: gloo times each operation out
   ``pg_timeout_s`` after *that operation began* (the ops in flight when the line went dark, so
   within one iteration of the outage's start) and every rank's timeout line arrives within a

@@ -84,17 +84,21 @@ class Group:
     repeats: list[int] = field(default_factory=list)
     verdicts: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    values: dict[str, list[float]] = field(default_factory=dict)  # per metric, one value per repeat
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # spread() of each of values
     samples: list[float] = field(default_factory=list)
     repeat_medians: list[float] = field(default_factory=list)
-    disruption: list[float] = field(default_factory=list)  # service disruption (ms), one per repeat
     probe_interval_ms: float | None = None  # the probe's frame spacing: its disruption resolution
+
+    @property
+    def disruption(self) -> list[float]:
+        """Service disruption (ms), one per repeat that ran the probe."""
+        return [d for d in self.values.get("disruption_ms", []) if d >= 0]
 
 
 def groups(summary: dict[str, Any]) -> dict[str, Group]:
     """The run's cases grouped across repeats, in first-seen order, with mean and spread per metric."""
     out: dict[str, Group] = {}
-    raw: dict[str, dict[str, list[float]]] = {}
     for i, c in enumerate(cases(summary)):
         key = group_key(c, i)
         g = out.setdefault(key, Group(key, c.get("scenario") if isinstance(c.get("scenario"), str) else None))
@@ -107,10 +111,7 @@ def groups(summary: dict[str, Any]) -> dict[str, Group]:
         for k in METRICS:
             x = num(m.get(k))
             if x is not None:
-                raw.setdefault(key, {}).setdefault(k, []).append(x)
-        d = num(m.get("disruption_ms"))
-        if d is not None and d >= 0:
-            g.disruption.append(d)
+                g.values.setdefault(k, []).append(x)
         rate = num(dct(c.get("probe")).get("rate_pps"))
         if rate and rate > 0:
             g.probe_interval_ms = max(g.probe_interval_ms or 0.0, 1000.0 / rate)
@@ -118,8 +119,8 @@ def groups(summary: dict[str, Any]) -> dict[str, Group]:
         g.samples.extend(s)
         if s:
             g.repeat_medians.append(median(s))
-    for key, g in out.items():
-        g.metrics = {k: spread(v) for k, v in raw.get(key, {}).items()}
+    for g in out.values():
+        g.metrics = {k: spread(v) for k, v in g.values.items()}
     return out
 
 

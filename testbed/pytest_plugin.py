@@ -30,12 +30,17 @@ from typing import Any
 
 import pytest
 
+from testbed import astguard
 from testbed.cli import REPO_ROOT, default_inventory
 from testbed.inventory import Inventory, InventoryError, load_inventory
 
 CASES_DIR = REPO_ROOT / "cases"
 _SESSION_KEY = pytest.StashKey[Any]()
 _INV_KEY = pytest.StashKey[Any]()
+
+# before any thread of the run exists: pytest rewrites every dcilab module it imports later (in
+# the middle of a case, while a driver thread may be formatting a traceback)
+astguard.install()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

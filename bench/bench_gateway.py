@@ -107,7 +107,7 @@ def iperf(seconds: int) -> float:
                 return float(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"])
             except (ValueError, KeyError):
                 if time.monotonic() > deadline or srv.poll() is not None:
-                    raise SystemExit(f"iperf3 failed: {res.stdout[-300:]}{res.stderr[-300:]}")
+                    raise SystemExit(f"iperf3 failed: {res.stdout[-300:]}{res.stderr[-300:]}") from None
                 time.sleep(0.05)
     finally:
         srv.kill()

@@ -22,8 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from testbed.report.pdf import PdfError, find_browser, print_pdf
-from testbed.report.render import render_run
+from testbed.report.pdf import PdfError, find_browser, print_pdf  # noqa: E402 - after the sys.path line
+from testbed.report.render import render_run  # noqa: E402
 
 QUICK = ROOT / "tests" / "data" / "summary-quick.json"
 TARGET_S, TARGET_MB = 10.0, 5.0

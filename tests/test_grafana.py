@@ -132,7 +132,8 @@ def test_both_dashboards_are_the_same_dashboard():
         return [(p["title"], p["type"], p["gridPos"], p["fieldConfig"]["defaults"].get("unit")) for p in d["panels"]]
     assert shape(a) == shape(b)
     assert [p.title for p in layout.PANELS] == [p["title"] for p in a["panels"]]
-    names = lambda d: [v["name"] for v in d["templating"]["list"] if v["type"] == "query"]
+    def names(d: dict) -> list[str]:
+        return [v["name"] for v in d["templating"]["list"] if v["type"] == "query"]
     assert names(a) == names(b) == ["run_id", "case"]
     assert a["uid"] != b["uid"]
 
@@ -160,7 +161,8 @@ def test_run_id_variable_and_every_per_run_query_uses_it(flavor):
     assert run["type"] == "query" and not run["multi"] and not run["includeAll"] and run["refresh"] == 2
     assert case["type"] == "query" and case["multi"] and case["includeAll"]
     assert re.search(r"\$\{?run_id\b", json.dumps(case["query"])), "the case variable must depend on run_id"
-    uses = lambda text: re.search(r"\$\{?run_id\b", text) and re.search(r"\$\{?case\b", text)
+    def uses(text: str) -> bool:
+        return bool(re.search(r"\$\{?run_id\b", text) and re.search(r"\$\{?case\b", text))
     for p in per_run_panels(d):
         for t in p["targets"]:
             assert uses(query_text(t)), f"{p['title']} [{t['refId']}] ignores $run_id or $case"
@@ -488,7 +490,8 @@ def test_every_query_of_the_local_store_dashboard_returns_data(store):
         if not r.panel.startswith("Runs"):
             assert all(set(x) <= set(SCHEMA["dcilab_iteration"]["tags"]) | {"verdict", "kind", "target"}
                        for x in r.labels), r.panel
-    cases_of = lambda title: {x["case"] for x in res[title].labels}
+    def cases_of(title: str) -> set[str]:
+        return {x["case"] for x in res[title].labels}
     assert cases_of("Iteration time [A]") == cases_of("Tokens/s [A]") == set(CASES)
     assert res["Iteration time [A]"].points == sum(isinstance(x, Iteration) for x in run.records)
     assert cases_of("Equivalent compute per iteration [A]") == {CONV, SWITCH}  # the baseline has no result

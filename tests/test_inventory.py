@@ -45,7 +45,7 @@ def _expectations(path: Path) -> list[tuple[str, int]]:
     assert len(lines) in (1, len(expects)), f"{path.name}: give one '# expect-line:' or one per '# expect:'"
     if len(lines) == 1:
         lines *= len(expects)
-    return list(zip(expects, lines))
+    return list(zip(expects, lines, strict=True))
 
 
 def _problems(output: str, file: Path) -> list[tuple[int, str, str]]:

@@ -80,14 +80,15 @@ def test_run_lands_in_the_store_one_to_one(emulated_lab, inventory, tmp_path, pl
     tags = dur["metric"]
     assert (tags["placement"], tags["layout"], tags["model"], tags["case"], tags["scenario"], tags["testbed"]) == (
         placement, "tp1-pp2-dp2", "test", "test_jobs_lab", "baseline", inventory.name)
-    store = sorted(zip(dur["timestamps"], dur["values"]))
+    store = sorted(zip(dur["timestamps"], dur["values"], strict=True))
     assert len(store) == steps
     assert [ts for ts, _ in store] == [x["start_ns"] // 1_000_000 for x in lines]
     assert [v for _, v in store] == pytest.approx([x["duration_s"] for x in lines], rel=1e-9)
-    step = sorted(zip(series["dcilab_iteration_step"]["timestamps"], series["dcilab_iteration_step"]["values"]))
+    step = sorted(zip(series["dcilab_iteration_step"]["timestamps"], series["dcilab_iteration_step"]["values"],
+                      strict=True))
     assert [int(v) for _, v in step] == list(range(steps))
     loss = [v for _, v in sorted(zip(series["dcilab_iteration_loss"]["timestamps"],
-                                     series["dcilab_iteration_loss"]["values"]))]
+                                     series["dcilab_iteration_loss"]["values"], strict=True))]
     assert loss == pytest.approx([x["loss"] for x in lines], rel=1e-9)
     print(f"\n{placement}: {steps} iterations, median {sorted(x['duration_s'] for x in lines)[steps // 2]:.3f} s, "
           f"total {time.monotonic() - t0:.1f} s")

@@ -234,7 +234,7 @@ class Loop:
     def counters(self, path: int = 0) -> dict[str, int]:
         time.sleep(0.02)  # counters are published within ~1 ms of going idle
         raw = self.shared.counter_values()
-        return dict(zip(COUNTERS, raw[path * NC:(path + 1) * NC]))
+        return dict(zip(COUNTERS, raw[path * NC:(path + 1) * NC], strict=True))
 
     def send(self, n: int, size: int = 100, seq0: int = 0) -> None:
         for i in range(seq0, seq0 + n):

@@ -74,7 +74,7 @@ def test_a_hole_is_measured_by_both_methods_and_located() -> None:
 def test_gap_without_loss_is_a_delay_step_not_loss() -> None:
     """Frames that arrive late (a switch to a longer path) make a gap but no loss."""
     seq, tx, rx = stream(2000)
-    rx = [r + (9 * MS if s >= 1000 else 0) for s, r in zip(seq, rx)]
+    rx = [r + (9 * MS if s >= 1000 else 0) for s, r in zip(seq, rx, strict=True)]
     r = analyze(seq, tx, rx)
     assert r.lost == 0 and r.sdt_loss_ms == 0
     assert r.sdt_gap_ms == pytest.approx(9.1, abs=1e-3)
@@ -128,7 +128,7 @@ def test_disruption_statistics_like_a_test_set() -> None:
 
 def test_a_sender_stall_is_visible_as_tx_gap() -> None:
     seq, tx, rx = stream(1000)
-    tx = [t + (20 * MS if s >= 500 else 0) for s, t in zip(seq, tx)]  # the sender stalled 20 ms
+    tx = [t + (20 * MS if s >= 500 else 0) for s, t in zip(seq, tx, strict=True)]  # the sender stalled 20 ms
     rx = [t + MS for t in tx]
     r = analyze(seq, tx, rx, rate_pps=10_000)
     assert r.lost == 0 and r.sdt_gap_ms == pytest.approx(20.1, abs=1e-3)
@@ -145,7 +145,7 @@ def test_empty_and_mismatched_inputs() -> None:
 
 def test_records_round_trip_and_windows(tmp_path: Path) -> None:
     rec = Records()
-    for s, t, r in zip(*stream(100, drop={50})):
+    for s, t, r in zip(*stream(100, drop={50}), strict=True):
         rec.append(s, t, r)
     p = tmp_path / "r.bin"
     rec.save(p)

@@ -333,11 +333,11 @@ def test_layouts_give_the_same_numbers(tmp_path):
     assert p2.returncode == 0, p2.stderr[-3000:]
     l1 = [r["loss"] for r in _lines(o1)]
     l2 = [r["loss"] for r in _lines(o2)]
-    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(l1, l2)), (l1, l2)
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(l1, l2, strict=True)), (l1, l2)
     parsed = [parse_megatron_line(x) for x in p1.stdout.splitlines()]
     parsed = [x for x in parsed if x]
     assert [x["iteration"] for x in parsed] == [1, 2, 3, 4]
-    assert all(math.isclose(x["lm_loss"], l, rel_tol=1e-5) for x, l in zip(parsed, l1))
+    assert all(math.isclose(x["lm_loss"], loss, rel_tol=1e-5) for x, loss in zip(parsed, l1, strict=True))
 
 
 def test_bad_layout_exits_with_message(tmp_path):

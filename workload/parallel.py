@@ -152,7 +152,7 @@ def build_layout(tp: int, pp: int, dp: int, placement: str, sites: list[str] | s
         if len(by_site[n]) != len(assign[n]):
             raise ValueError(f"{placement}: site {n!r} has {len(by_site[n])} ranks but the layout "
                              f"{tp=} {pp=} {dp=} needs {len(assign[n])} there (sites must be balanced)")
-        for r, (p, d, t) in zip(by_site[n], assign[n]):
+        for r, (p, d, t) in zip(by_site[n], assign[n], strict=True):
             grid[p][d][t] = r
     coords = {grid[p][d][t]: (p, d, t) for p in range(pp) for d in range(dp) for t in range(tp)}
     frozen = tuple(tuple(tuple(row) for row in stage) for stage in grid)

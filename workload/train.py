@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import sys
-import time
 from datetime import timedelta
 
 import torch

@@ -238,7 +238,7 @@ class Records:
     def window_tx(self, t0_ns: int, t1_ns: int) -> Records:
         """The frames sent in [t0_ns, t1_ns) (tx clock), in arrival order."""
         out = Records()
-        for s, t, r in zip(self.seq, self.tx_ns, self.rx_ns):
+        for s, t, r in zip(self.seq, self.tx_ns, self.rx_ns, strict=True):
             if t0_ns <= t < t1_ns:
                 out.append(s, t, r)
         return out
@@ -249,7 +249,7 @@ class Records:
     def save(self, path: str | Path) -> None:
         """Little-endian int64 triples (seq, tx_ns, rx_ns), arrival order."""
         with open(path, "wb") as f:
-            f.writelines(RECORD.pack(s, t, r) for s, t, r in zip(self.seq, self.tx_ns, self.rx_ns))
+            f.writelines(RECORD.pack(s, t, r) for s, t, r in zip(self.seq, self.tx_ns, self.rx_ns, strict=True))
 
     @classmethod
     def load(cls, path: str | Path) -> Records:

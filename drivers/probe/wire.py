@@ -249,7 +249,7 @@ class Sender:
             t = mono()
             r = real()
             frame = patch(seq0 + i, t, r)
-            for attempt in range(50):
+            for _attempt in range(50):
                 try:
                     send(frame)
                     sent += 1

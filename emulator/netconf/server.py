@@ -502,7 +502,9 @@ class NetconfServer:
             )
         if "config" not in p:
             raise RpcError("missing-element", "<config> is required", type="protocol", info=[("bad-element", "config")])
-        txt = lambda name, d: (p[name].text or "").strip() if name in p else d
+        def txt(name: str, d: str) -> str:
+            return (p[name].text or "").strip() if name in p else d
+
         self.datastore.edit_config(
             session.id,
             self._datastore_name(p["target"]),
@@ -542,7 +544,7 @@ class NetconfServer:
                     "confirm-timeout must be a positive integer",
                     type="protocol",
                     info=[("bad-element", "confirm-timeout")],
-                )
+                ) from None
         confirmed = "confirmed" in p
         persist = (p["persist"].text or "").strip() if "persist" in p else None
         persist_id = (p["persist-id"].text or "").strip() if "persist-id" in p else None
@@ -577,7 +579,7 @@ class NetconfServer:
         except ValueError:
             raise RpcError(
                 "invalid-value", f"bad session-id {txt!r}", type="protocol", info=[("bad-element", "session-id")]
-            )
+            ) from None
         if sid == session.id:
             raise RpcError(
                 "invalid-value", "a session cannot kill itself", type="protocol", info=[("bad-element", "session-id")]

@@ -69,7 +69,7 @@ def openroadm_info(dev, name: str, model: str) -> None:
     import datetime as dt
     info = sub(dev, "info")
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    for k, v in zip(INFO_STATE, (VENDOR, model, serial_number(name), software_version(), OPENROADM_VERSION, now)):
+    for k, v in zip(INFO_STATE, (VENDOR, model, serial_number(name), software_version(), OPENROADM_VERSION, now), strict=True):
         sub(info, k, v)
 
 

@@ -167,7 +167,7 @@ class Fault(ABC):
         """Read the devices back; raise FaultNotInEffect if the fault does not show; return details."""
         return {}
 
-    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
+    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:  # noqa: B027 - optional: most undos are read back by verify
         """Read the devices back after the undo; raise UndoFailed if not back."""
 
     # --- shared machinery ----------------------------------------------------------------------------

@@ -99,10 +99,10 @@ def check_baseline(tb: Testbed) -> list[str]:
             if cir is not None:
                 out.append(f"{g}: WAN shaped to {cir} kbit/s, baseline unshaped (physical convergence)")
         roadm = inv.fiber_path(s.working_path).roadms[0]
-        st = read(f"{roadm} restoration", lambda: tb.driver(roadm).restoration())
+        st = read(f"{roadm} restoration", lambda roadm=roadm: tb.driver(roadm).restoration())
         if st is not None and st.active_path != s.working_path:
             out.append(f"{roadm}: active path {st.active_path}, baseline {s.working_path}")
-        paths = read(f"{roadm} paths", lambda: roadm_paths(tb.driver(roadm))) or {}
+        paths = read(f"{roadm} paths", lambda roadm=roadm: roadm_paths(tb.driver(roadm))) or {}
         for name, p in paths.items():
             if not p["up"]:
                 out.append(f"{roadm}: fiber path {name} is down (cut)")

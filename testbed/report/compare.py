@@ -240,9 +240,9 @@ def compare(current: dict[str, Any], other: dict[str, Any], *, role: str = "prev
     hits = [c.disruption for c in changes if c.disruption is not None and c.disruption.p is not None]
     family = len(tested) + len(hits)
     adjusted = holm([c.p for c in tested] + [d.p for d in hits])  # type: ignore[misc]
-    for d, adj in zip(hits, adjusted[len(tested):]):
+    for d, adj in zip(hits, adjusted[len(tested):], strict=True):
         _judge_disruption(d, adj, family, cfg)
-    for c, adj in zip(tested, adjusted):
+    for c, adj in zip(tested, adjusted[:len(tested)], strict=True):
         c.p_adjusted = adj
         size = abs(c.change or 0.0)
         limit = max(cfg["min_change"], c.spread_limit or 0.0)

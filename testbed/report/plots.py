@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-# Text stays text in the SVG files (searchable, a third smaller and faster to write).
-matplotlib.rcParams["svg.fonttype"] = "none"
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 
 from testbed.report.summary import dct, lst, num, reference_s, series, windows
+
+matplotlib.use("Agg")
+# Text stays text in the SVG files (searchable, a third smaller and faster to write).
+matplotlib.rcParams["svg.fonttype"] = "none"
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use, as pyplot picks its backend on import
 
 FAULT_COLOR = "#d62728"
 CONDITION_COLOR = "#9467bd"

@@ -198,7 +198,7 @@ class ServiceProbe:
         """Stop whatever still runs (on any way out) and close the connections; idempotent."""
         if self.report is None:
             self._save()
-        for n, job in list(self.jobs.items()):
+        for job in list(self.jobs.values()):
             with contextlib.suppress(Exception):
                 if job.running:
                     job.stop(grace=2.0)

@@ -9,9 +9,10 @@ recursion depth mismatch`` (python/cpython#106905, fixed in 3.11.8 and 3.12.2). 
 A dcilab run parses in several threads at once without asking for it: pytest's assertion
 rewriting parses every dcilab module on its first import (all of them, since they come with the
 ``pytest11`` plugin's distribution, and again in every process when bytecode is not written), and
-Python 3.11's traceback module parses source lines to place its ``^^^`` markers, which paramiko's
-transport thread does when an SSH session to a hung device times out.  A CI run lost a case to
-exactly that: ``workload.train`` imported while the snapshot of a frozen gateway gave up.
+Python 3.11's traceback module parses source lines to place its ``^^^`` markers, and paramiko's
+transport thread formats a traceback when an SSH session to a hung device gives up.  A CI run lost
+a case to the SystemError while pytest rewrote ``workload.train`` on its first import, with the
+frozen gateway's SSH sessions failing in the background (the likely other parser).
 
 :func:`install` wraps ``ast.parse`` in a lock (callers look it up at call time, pytest and the
 traceback module included).  It does nothing on a Python that has the fix.

@@ -14,7 +14,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from testbed import astguard
 from testbed.inventory import InventoryError, load_inventory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     from testbed.emulated_lab import NotEmulated
 
     args = build_parser().parse_args(argv)
-    astguard.install()      # `dcilab trial` runs pytest in this process, with threads: see astguard
     # SIGTERM (a CI timeout, systemd stopping a job) gets the same clean-up as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -38,8 +38,9 @@ CASES_DIR = REPO_ROOT / "cases"
 _SESSION_KEY = pytest.StashKey[Any]()
 _INV_KEY = pytest.StashKey[Any]()
 
-# before any thread of the run exists: pytest rewrites every dcilab module it imports later (in
-# the middle of a case, while a driver thread may be formatting a traceback)
+# before any thread of the run exists (`pytest cases/`, `dcilab trial` which runs pytest in its
+# process, the tests): pytest rewrites every dcilab module it imports later, in the middle of a
+# case, while a driver thread may be formatting a traceback
 astguard.install()
 
 

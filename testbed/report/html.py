@@ -10,7 +10,7 @@ import json
 from html import escape
 from typing import Any
 
-from testbed.report.compare import groups
+from testbed.report.compare import DISRUPTION_MIN_REPEATS, groups
 from testbed.report.plots import Plot
 from testbed.report.summary import KNOWN_SCHEMAS, case_label, cases, dct, lst, num
 
@@ -278,7 +278,7 @@ def _comparison(comparison: dict[str, Any] | None, comparison_error: str | None)
                    f"{f'; {len(imps)} improvement(s)' if imps else ''}. <span class='note'>A regression: median "
                    f"per-iteration efficiency lower, Welch's one-sided t-test on log efficiency, p (Holm) &lt; {e(cfg.get('alpha'))}, a fall "
                    f"beyond {e(cfg.get('min_change'))} and beyond {e(cfg.get('spread_k'))} x the spread between "
-                   f"repeats; or, with 3 repeats on both sides, the probe's service disruption higher by the same "
+                   f"repeats; or, with {DISRUPTION_MIN_REPEATS} repeats on both sides, the probe's service disruption higher by the same "
                    f"rules (and by more than two probe frame intervals).</span></p>")
         out.append("<table><tr><th>case</th><th>status</th><th>median efficiency (this / that)</th><th>change</th>"
                    "<th>p (Holm)</th><th>equivalent compute (this / that)</th>"

@@ -55,9 +55,10 @@ def tb(emulated_lab: LabPlan, inventory: Inventory) -> Iterator[Testbed]:
 
 
 def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any], size: int = 128,
-          idle: float = 0.5) -> dict[str, Any]:
+          idle: float = 0.5, stream_done: threading.Event | None = None) -> dict[str, Any]:
     """Stream ``secs`` s at 10 kpps dc-a-gpu1 -> dc-b-gpu1; ``action`` runs ``action_at`` s in (in a
-    thread, so it may block: a `with fault.applied()` held for a while).  The receiver's report."""
+    thread, so it may block: a `with fault.applied()` held for a while; ``stream_done`` is set once the
+    sender is done, for an action that must outlast the stream).  The receiver's report."""
     a, b = plan.node("dc-a-gpu1"), plan.node("dc-b-gpu1")
     py = [sys.executable, "-m", "drivers.probe"]
     sent = int(PPS * secs)
@@ -83,6 +84,8 @@ def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any
         worker = threading.Thread(target=run)
         worker.start()
         out, err = tx.communicate(timeout=secs + 30)
+        if stream_done is not None:
+            stream_done.set()
         assert tx.returncode == 0, err
         worker.join(60)
         if errors:
@@ -180,13 +183,15 @@ def test_fiber_cut_with_protection_locked_out_is_restored_by_ason_on_the_longer_
         emulated_lab: LabPlan, inventory: Inventory, tb: Testbed) -> None:
     state: dict[str, Any] = {}
     rest_s = emulated_lab.line.restoration_ms / 1e3
+    stream_done = threading.Event()
 
     def hold() -> None:
         with ProtectionSwitch("dci-otn", "lockout").applied(tb), FiberCut("working").applied(tb) as rec:
             state["rec"] = rec
             state["line"] = LineControl(emulated_lab.line_socket).get()["active_path"]
-            time.sleep(1.5)
-    rep = probe(emulated_lab, rest_s + 2.5, 0.5, hold, idle=rest_s + 2)
+            # undone only after the stream: the undo's switch back to working is an outage too
+            assert stream_done.wait(rest_s + 30)
+    rep = probe(emulated_lab, rest_s + 2.5, 0.5, hold, idle=rest_s + 2, stream_done=stream_done)
     rec = state["rec"]
     assert (rec.details["mechanism"], rec.details["active_path"], state["line"]) == \
         ("ason", "restoration", "restoration")

@@ -23,7 +23,8 @@ import threading
 import time
 from typing import Any
 
-from .forwarder import COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_BUFFER_S, P_OUTAGE_UNTIL, P_RATE, Shared
+from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_BUFFER_S, P_OUTAGE_FROM, P_OUTAGE_UNTIL, P_RATE,
+                        Shared)
 from .model import LineConfig, ProtectionConfig, check_ber, propagation_delay_s
 from .protection import REQUESTS, LineLogic, Refused
 
@@ -219,7 +220,7 @@ class LineService:
             raise RequestError(f"set_path_up: up must be true or false, got {up!r}")
         prev, self.paths[i]["up"] = self.paths[i]["up"], up
         now = time.monotonic()  # the instant of the cut: protection timing counts from here
-        self._write_path(i)
+        self._write_path(i, at=now)
         self.logic.set_path_up(i, up, now)
         return {"path": self.paths[i]["name"], "up": up, "previous": prev}
 
@@ -230,6 +231,7 @@ class LineService:
             raise RequestError(f"outage: ms must be a number in (0, {MAX_OUTAGE_MS}], got {ms!r}")
         now = time.monotonic()
         self.outage_start, self.outage_end = now, now + ms / 1000.0
+        self.shared.params[P_OUTAGE_FROM] = now  # from first: see forwarder.Shared.set_path
         self.shared.params[P_OUTAGE_UNTIL] = self.outage_end
         self.logic.events.append("outage", now, cause="operator", outage_ms=ms, start_mono=now,
                                  end_mono=self.outage_end, active_path=self.paths[self.active]["name"])
@@ -276,9 +278,9 @@ class LineService:
             raise RequestError(f"events: since must be a whole number >= 0, got {since!r}")
         return self.logic.events.since(since)
 
-    def _write_path(self, i: int) -> None:
+    def _write_path(self, i: int, at: float | None = None) -> None:
         p = self.paths[i]
-        self.shared.set_path(i, propagation_delay_s(p["length_km"]), p["ber"], p["up"])
+        self.shared.set_path(i, propagation_delay_s(p["length_km"]), p["ber"], p["up"], at)
 
     # --- state ---
 

@@ -11,6 +11,18 @@ gear.
 Outages and cuts act where the frame enters the line: frames already in flight still arrive,
 so a receiver sees a gap as long as the outage itself.
 
+Where a frame enters the line is an instant this process only knows up to its own scheduling: a
+frame waits in the TAP until the loop reads it, and a loop preempted for 10-40 ms on a small,
+busy box would otherwise judge a frame that entered before a cut or a switch by the time it was
+read, after it, and stretch the outage the receiver sees by as much (and shorten it at the
+end). So each fault edge is an instant (a switch window, an outage, a path's cut and repair),
+and a frame is judged by its entry time: its read time, except when an edge falls between the
+last moment the TAP was known to be empty (or the loop's wake-up, less the time it waited on a
+run queue: /proc/thread-self/schedstat) and the read. Then the loop drains the backlog and
+spreads its frames evenly over that interval (exact for a paced stream such as the probe's,
+within the stall for bursty traffic). Delivery still counts from the read, so a frame is never
+early.
+
 Protection switching is programmed into the data plane ahead of time, so its timing does not
 depend on when the parent's threads get to run: the parent publishes a "program" (the active
 path, the path to use from ``switch_at`` on, and a switch window during which frames entering
@@ -42,9 +54,13 @@ P_GEN, P_NEXT_ACTIVE, P_SWITCH_AT, P_WIN_FROM, P_WIN_UNTIL = 4, 5, 6, 7, 8
 """The switch program: P_ACTIVE until P_SWITCH_AT (monotonic s), P_NEXT_ACTIVE from then on;
 frames entering within [P_WIN_FROM, P_WIN_UNTIL) are dropped as outage. P_GEN is a sequence
 lock (odd while the parent writes) so a loop never acts on half a program."""
-P_PATHS = 16  # per path: delay_s, ber, up
-P_STRIDE = 3
+P_OUTAGE_FROM = 9
+"""An operator outage drops frames entering within [P_OUTAGE_FROM, P_OUTAGE_UNTIL)."""
+P_PATHS = 16  # per path: delay_s, ber, down_from, down_until
+P_STRIDE = 4
 N_PARAMS = P_PATHS + P_STRIDE * MAX_PATHS
+"""A path is cut for frames entering within [down_from, down_until): cut at down_from, repaired
+at down_until (inf while it is down; both inf for a path never cut)."""
 
 COUNTERS = ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "errored_frames", "dropped_frames",
             "outage_dropped", "cut_dropped", "queue_dropped", "tx_failed")
@@ -68,6 +84,14 @@ SPIN_S = 0.0001
 here is ~50 us late at the median and ~150 us at p99; polling the last 100 us keeps the
 delay accurate at a small CPU cost (at most 100 us per delivery wake-up)."""
 
+STALL_S = 0.001
+"""A read this much later than the last moment the input was known empty is a backlog: only then
+is a frame's entry time estimated rather than taken as its read time (see the module doc)."""
+WAKE_S = 0.00005
+"""A wake-up from select without run-queue wait comes this soon after the frame that caused it."""
+DRAIN_MAX = 4096
+"""Most frames read in one go to size a backlog that straddles a fault edge."""
+
 PR_SET_PDEATHSIG = 1
 PR_SET_TIMERSLACK = 29
 
@@ -87,6 +111,9 @@ class Shared:
         self.counters = view[psize:].cast("Q")
         self.params[P_SWITCH_AT] = math.inf  # no switch pending: P_ACTIVE alone decides
         self.params[P_WIN_FROM] = math.inf
+        for i in range(MAX_PATHS):
+            self.params[P_PATHS + P_STRIDE * i + 2] = math.inf
+            self.params[P_PATHS + P_STRIDE * i + 3] = math.inf
 
     def set_program(self, active: int, next_active: int, switch_at: float, win_from: float,
                     win_until: float) -> None:
@@ -105,15 +132,30 @@ class Shared:
         p = self.params
         return (int(p[P_ACTIVE]), int(p[P_NEXT_ACTIVE]), p[P_SWITCH_AT], p[P_WIN_FROM], p[P_WIN_UNTIL])
 
-    def set_path(self, i: int, delay_s: float, ber: float, up: bool) -> None:
+    def set_path(self, i: int, delay_s: float, ber: float, up: bool, at: float | None = None) -> None:
+        """A path's delay and BER, and whether it is up; a change of ``up`` takes effect for
+        frames entering from ``at`` (monotonic s, default now) on: the instant of the cut or
+        repair. Written so that a loop reading down_until before down_from never sees a cut
+        that starts in the past."""
         b = P_PATHS + P_STRIDE * i
-        self.params[b] = delay_s
-        self.params[b + 1] = ber
-        self.params[b + 2] = 1.0 if up else 0.0
+        p = self.params
+        p[b] = delay_s
+        p[b + 1] = ber
+        down = p[b + 3] == math.inf and p[b + 2] != math.inf
+        if up == (not down):
+            return
+        at = time.monotonic() if at is None else at
+        if up:
+            p[b + 3] = at  # repaired: the cut was [down_from, at)
+        else:
+            p[b + 2] = at  # first the new start: [at, old down_until) is empty or in the past
+            p[b + 3] = math.inf
 
     def path(self, i: int) -> tuple[float, float, bool]:
+        """(delay_s, ber, up now)."""
         b = P_PATHS + P_STRIDE * i
-        return self.params[b], self.params[b + 1], self.params[b + 2] != 0.0
+        p = self.params
+        return p[b], p[b + 1], not p[b + 2] <= time.monotonic() < p[b + 3]
 
     def counter_values(self) -> list[int]:
         """A copy of all counters: index [(direction * MAX_PATHS + path) * NC + counter]."""
@@ -121,6 +163,45 @@ class Shared:
 
 
 # --- the per-direction loop ---------------------------------------------------------------------
+
+
+class _RunDelay:
+    """Time this thread has waited on a run queue (ns), from /proc/thread-self/schedstat; 0 where
+    the kernel does not keep it."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self.fd = -1
+
+    def __call__(self) -> int:
+        if self.fd < 0:
+            return 0
+        try:
+            return int(os.pread(self.fd, 128, 0).split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+
+def entry_times(t_lo: float, reads: list[float], until: float) -> list[float]:
+    """Entry estimates for a backlog: frames read at ``reads`` (in order) entered after ``t_lo``
+    and before ``until`` (when the input was empty again); spread evenly, never after the read."""
+    m = len(reads)
+    span = until - t_lo
+    return [min(r, t_lo + span * (i + 1) / m) for i, r in enumerate(reads)]
+
+
+def _sleep(in_fd: int, timeout: float, run_delay: _RunDelay, t_lo: float) -> tuple[float, bool]:
+    """Wait for input or ``timeout``. Returns (the new lower bound on the entry of the next frame
+    read, whether input came): on input, the wake-up less the time spent waiting on a run queue
+    (a frame that came while we could not run has waited that long); on a timeout, now."""
+    waited = run_delay()
+    ready = select.select((in_fd,), (), (), timeout)[0]
+    woke = time.monotonic()
+    if not ready:
+        return woke, False
+    return max(t_lo, woke - (run_delay() - waited) / 1e9 - WAKE_S), True
 
 
 def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_size: int,
@@ -136,8 +217,8 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     local = [0] * (shared.n_paths * NC)
     heap: list[tuple[float, int, bytes, int]] = []
     push, pop = heapq.heappush, heapq.heappop
-    mono, rd, wr, sel, rnd = time.monotonic, os.read, os.write, select.select, rng.random
-    rlist = [in_fd]
+    mono, rd, wr, rnd = time.monotonic, os.read, os.write, rng.random
+    run_delay = _RunDelay()
     seq = 0
     last_dep = 0.0
     last_flush = 0.0
@@ -146,6 +227,9 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     pcache: dict[int, float] = {}
     inf = math.inf
     prog = (0.0, 0.0, inf, inf, 0.0)  # last consistent switch program
+    t_lo = mono()  # every frame still to be read entered the input after this instant
+    backlog: list[tuple[bytes, float, float]] = []  # (frame, entry, read), next one last
+    held: tuple[bytes, float] | None = None  # (frame, read): read after a stall, judged next burst
 
     while True:
         now = mono()
@@ -162,10 +246,12 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                 local[k + C_TXB] += len(frame)
             dirty = True
 
-        # Read a burst; the line's state is sampled once per burst.
+        # Read a burst; the line's state is sampled once per burst, its edges are instants.
+        t_snap = mono()
         rate = params[P_RATE]
         buffer_s = params[P_BUFFER_S]
-        outage_until = params[P_OUTAGE_UNTIL]
+        out_until = params[P_OUTAGE_UNTIL]  # until before from: see Shared.set_path
+        out_from = params[P_OUTAGE_FROM]
         gen = params[P_GEN]
         if not int(gen) & 1:
             cand = (params[P_ACTIVE], params[P_NEXT_ACTIVE], params[P_SWITCH_AT], params[P_WIN_FROM],
@@ -173,45 +259,76 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             if params[P_GEN] == gen:
                 prog = cand
         # else: the parent is writing a new program right now; keep the last one for this burst
-        active_f, next_f, switch_at, win_from, win_until = prog
-        if now >= switch_at:
-            active_f, switch_at = next_f, inf
-        active = int(active_f)
-        pb = P_PATHS + P_STRIDE * active
-        delay, ber, up = params[pb], params[pb + 1], params[pb + 2] != 0.0
-        if ber != cached_ber:
-            cached_ber, pcache = ber, {}
-        k = active * NC
+        a0, a1, switch_at, win_from, win_until = prog
+        first, nxt = int(a0), int(a1)
+        fb, nb = P_PATHS + P_STRIDE * first, P_PATHS + P_STRIDE * nxt
+        edges = (switch_at, win_from, win_until, out_from, out_until, params[fb + 3], params[fb + 2],
+                 params[nb + 3], params[nb + 2])
+        edge = min([e for e in edges if e > t_lo], default=inf)  # the next edge a backlog could straddle
+        active = -1
+        delay = ber = 0.0
+        down_from = down_until = inf
+        k = 0
         n = 0
         while n < BURST:
             if heap and heap[0][0] <= now:
                 break  # something is due: deliver it before reading on
-            try:
-                frame = rd(in_fd, read_size)
-            except BlockingIOError:
-                break
-            except OSError:  # e.g. EIO while the far end's link is down: nothing to read
-                break
+            if backlog:
+                frame, t_in, now = backlog.pop()
+            else:
+                if held is not None:
+                    frame, now = held
+                    held = None
+                else:
+                    try:
+                        frame = rd(in_fd, read_size)
+                    except BlockingIOError:
+                        t_lo = mono()
+                        break
+                    except OSError:  # e.g. EIO while the far end's link is down: nothing to read
+                        break
+                    # Stamp each frame as it is read (a burst takes a while to drain). A frame
+                    # queued in the TAP while we were busy or preempted is stamped late, never early.
+                    now = mono()
+                    if now - t_snap > STALL_S:  # we were held up: the state read above may be old
+                        held = (frame, now)
+                        break
+                t_in = now
+                if edge <= now and now - t_lo > STALL_S:
+                    # A backlog straddles a fault edge: size it, and judge each frame by when
+                    # it entered, not by when we got to it.
+                    batch, reads = [frame], [now]
+                    while len(batch) < DRAIN_MAX:
+                        try:
+                            batch.append(rd(in_fd, read_size))
+                        except OSError:
+                            break
+                        reads.append(mono())
+                    until = mono()
+                    est = entry_times(t_lo, reads, until)
+                    backlog = list(zip(batch, est, reads, strict=True))
+                    backlog.reverse()
+                    t_lo = until if len(batch) < DRAIN_MAX else est[-1]
+                    edge = inf
+                    frame, t_in, now = backlog.pop()
             n += 1
-            # Stamp each frame as it is read (a burst takes a while to drain). A frame queued in
-            # the TAP while we were busy or preempted is stamped late, never early: the line
-            # never delivers a frame sooner than its delay after we saw it.
-            now = mono()
-            if now >= switch_at:  # a programmed switch completes within this burst
-                active, switch_at = int(next_f), inf
+            use = nxt if t_in >= switch_at else first
+            if use != active:  # the path this frame takes: the program's, at its entry time
+                active = use
                 pb = P_PATHS + P_STRIDE * active
-                delay, ber, up = params[pb], params[pb + 1], params[pb + 2] != 0.0
+                delay, ber = params[pb], params[pb + 1]
+                down_until, down_from = params[pb + 3], params[pb + 2]
                 if ber != cached_ber:
                     cached_ber, pcache = ber, {}
                 k = active * NC
             size = len(frame)
             local[k + C_RXF] += 1
             local[k + C_RXB] += size
-            if now < outage_until or win_from <= now < win_until:
+            if out_from <= t_in < out_until or win_from <= t_in < win_until:
                 local[k + C_OUT] += 1
                 local[k + C_DROP] += 1
                 continue
-            if not up:
+            if down_from <= t_in < down_until:
                 local[k + C_CUT] += 1
                 local[k + C_DROP] += 1
                 continue
@@ -236,7 +353,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             seq += 1
         if n:
             dirty = True
-        if n == BURST:
+        if n == BURST or backlog or held is not None:
             continue  # more is probably waiting
 
         # Nothing more to read: publish counters, then sleep until readable or next due.
@@ -251,9 +368,11 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             if dirty and timeout > FLUSH_S:
                 timeout = FLUSH_S
             if timeout > 0.0:
-                sel(rlist, (), (), timeout)
-        elif not sel(rlist, (), (), IDLE_S)[0] and parent_pid is not None and os.getppid() != parent_pid:
-            return
+                t_lo, _ = _sleep(in_fd, timeout, run_delay, t_lo)
+        else:
+            t_lo, ready = _sleep(in_fd, IDLE_S, run_delay, t_lo)
+            if not ready and parent_pid is not None and os.getppid() != parent_pid:
+                return
 
 
 # --- process management -------------------------------------------------------------------------

@@ -192,6 +192,13 @@ def entry_times(t_lo: float, reads: list[float], until: float) -> list[float]:
     return [min(r, t_lo + span * (i + 1) / m) for i, r in enumerate(reads)]
 
 
+def _edge_between(t_lo: float, t: float, params: memoryview, first: int, nxt: int, *edges: float) -> bool:
+    """Whether a fault edge falls in (t_lo, t]: the program's switch and window, the outage, or
+    the cut or repair of either path the program uses (down_until read before down_from)."""
+    fb, nb = P_PATHS + P_STRIDE * first, P_PATHS + P_STRIDE * nxt
+    return any(t_lo < e <= t for e in (*edges, params[fb + 3], params[fb + 2], params[nb + 3], params[nb + 2]))
+
+
 def _sleep(in_fd: int, timeout: float, run_delay: _RunDelay, t_lo: float) -> tuple[float, bool]:
     """Wait for input or ``timeout``. Returns (the new lower bound on the entry of the next frame
     read, whether input came): on input, the wake-up less the time spent waiting on a run queue
@@ -261,10 +268,6 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
         # else: the parent is writing a new program right now; keep the last one for this burst
         a0, a1, switch_at, win_from, win_until = prog
         first, nxt = int(a0), int(a1)
-        fb, nb = P_PATHS + P_STRIDE * first, P_PATHS + P_STRIDE * nxt
-        edges = (switch_at, win_from, win_until, out_from, out_until, params[fb + 3], params[fb + 2],
-                 params[nb + 3], params[nb + 2])
-        edge = min([e for e in edges if e > t_lo], default=inf)  # the next edge a backlog could straddle
         active = -1
         delay = ber = 0.0
         down_from = down_until = inf
@@ -294,7 +297,8 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                         held = (frame, now)
                         break
                 t_in = now
-                if edge <= now and now - t_lo > STALL_S:
+                if now - t_lo > STALL_S and _edge_between(t_lo, now, params, first, nxt, switch_at, win_from,
+                                                          win_until, out_from, out_until):
                     # A backlog straddles a fault edge: size it, and judge each frame by when
                     # it entered, not by when we got to it.
                     batch, reads = [frame], [now]
@@ -309,7 +313,6 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                     backlog = list(zip(batch, est, reads, strict=True))
                     backlog.reverse()
                     t_lo = until if len(batch) < DRAIN_MAX else est[-1]
-                    edge = inf
                     frame, t_in, now = backlog.pop()
             n += 1
             use = nxt if t_in >= switch_at else first

@@ -356,7 +356,8 @@ def test_a_stalled_loop_judges_frames_by_when_they_entered_not_when_it_read_them
     n_sent = 110
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(loop.pid, {cpus[0]})
-    os.sched_setaffinity(0, set(cpus[1:]))  # this thread sends from the other CPUs
+    os.sched_setaffinity(0, set(cpus[1:]))  # this thread sends from the other CPUs,
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))  # paced like the probe's sender
     try:
         time.sleep(0.05)  # the loop is asleep in select, pinned
         t0 = time.monotonic()
@@ -371,6 +372,7 @@ def test_a_stalled_loop_judges_frames_by_when_they_entered_not_when_it_read_them
             loop.send(1, seq0=i)
         os.waitpid(hog, 0)
     finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         os.sched_setaffinity(0, set(cpus))
     got = {g[0] for g in loop.recv_all(0.1)}
     inside = {i for i, t in enumerate(sent_at) if t0 + 0.040 <= t < t0 + 0.060}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import mmap
 import os
 import random
 import signal
@@ -330,19 +331,43 @@ def test_entry_times_spread_a_backlog_evenly_and_never_after_its_read() -> None:
     assert entry_times(5.0, [5.2], 5.2) == [5.2]
 
 
-def _hog(cpu: int, until: float) -> int:
-    """A SCHED_FIFO busy loop on ``cpu`` until ``until`` (monotonic): whatever else is pinned
-    there waits on the run queue, as a preempted forwarder does on a busy box."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.sched_setaffinity(0, {cpu})
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-            while time.monotonic() < until:
-                pass
-        finally:
-            os._exit(0)
-    return pid
+class _Hog:
+    """A SCHED_FIFO busy loop on ``cpu``, running once the constructor returns, until ``until``
+    (monotonic, set by the caller; at most 2 s): whatever else is pinned there waits on the run
+    queue, as a preempted forwarder does on a busy box."""
+
+    def __init__(self, cpu: int) -> None:
+        self._mm = mmap.mmap(-1, 8)
+        self._until = memoryview(self._mm).cast("d")
+        self._until[0] = math.inf
+        r, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - child
+            try:
+                os.close(r)
+                os.sched_setaffinity(0, {cpu})
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+                start = time.monotonic()
+                os.write(w, b"r")
+                while True:
+                    t = time.monotonic()
+                    if t >= self._until[0] or t > start + 2.0:
+                        break
+            finally:
+                os._exit(0)
+        os.close(w)
+        ok = os.read(r, 1) == b"r"
+        os.close(r)
+        if not ok:
+            self.stop()
+            raise RuntimeError("the SCHED_FIFO busy loop did not start")
+
+    def run_until(self, t: float) -> None:
+        self._until[0] = t
+
+    def stop(self) -> None:
+        self._until[0] = 0.0
+        os.waitpid(self.pid, 0)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs: one stalled, one to send from")
@@ -356,13 +381,14 @@ def test_a_stalled_loop_judges_frames_by_when_they_entered_not_when_it_read_them
     n_sent = 110
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(loop.pid, {cpus[0]})
+    time.sleep(0.05)  # the loop is asleep in select, pinned
+    hog = _Hog(cpus[0])  # from here the loop cannot run
     os.sched_setaffinity(0, set(cpus[1:]))  # this thread sends from the other CPUs,
-    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))  # paced like the probe's sender
     try:
-        time.sleep(0.05)  # the loop is asleep in select, pinned
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))  # paced like the probe's sender
         t0 = time.monotonic()
         loop.shared.set_program(0, 0, math.inf, t0 + 0.040, t0 + 0.060)  # 20 ms window
-        hog = _hog(cpus[0], t0 + 0.100)
+        hog.run_until(t0 + 0.100)
         sent_at = []
         for i in range(n_sent):  # one frame per ms from t0 + 10 ms, past the stall: 20 inside the window
             due = t0 + 0.010 + i * 0.001
@@ -370,11 +396,14 @@ def test_a_stalled_loop_judges_frames_by_when_they_entered_not_when_it_read_them
                 pass
             sent_at.append(time.monotonic())
             loop.send(1, seq0=i)
-        os.waitpid(hog, 0)
     finally:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         os.sched_setaffinity(0, set(cpus))
-    got = {g[0] for g in loop.recv_all(0.1)}
+        hog.stop()
+    rec = loop.recv_all(0.1)
+    got = {g[0] for g in rec}
+    # the loop really was held: what was sent before the window came out only after the stall
+    assert all(r >= t0 + 0.095 for seq, _, r in rec if sent_at[seq] < t0 + 0.035), rec[:5]
     inside = {i for i, t in enumerate(sent_at) if t0 + 0.040 <= t < t0 + 0.060}
     assert len(inside) in (19, 20, 21)
     c = loop.counters()

@@ -185,7 +185,12 @@ def test_switching_path_changes_the_rtt(line: dict[str, Any]) -> None:
         probe(line, 2)  # frames still in flight on the old path
         rtts, lost = probe(line, 30)
         assert lost == 0
-        assert median(rtts) == pytest.approx(RTT[name] + 0.4e-3, abs=0.9e-3), name
+        # which path carries the frames shows in the fastest round trip: the fibre's delay is its
+        # floor, while the median also carries the machine's wake-up latency (a 9.8 ms sleep came
+        # back 1.8 ms late in the median on a busy CI machine; test_rtt_is_twice_the_path_delay
+        # checks the median of the working path)
+        seen = f"{name}: min {rtts[0] * 1e3:.3f} ms, median {median(rtts) * 1e3:.3f} ms, fibre {RTT[name] * 1e3:.3f} ms"
+        assert RTT[name] - 50e-6 <= rtts[0] <= RTT[name] + 1.3e-3, seen
     assert ctl.get()["active_path"] == "working"
 
 

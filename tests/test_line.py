@@ -325,10 +325,42 @@ def test_loop_runs_a_programmed_switch(loop: Loop) -> None:
     assert loop.shared.program() == (0, 1, t + 0.3, t + 0.15, t + 0.3)
 
 
+def test_a_fault_published_late_still_drops_the_frames_in_the_fibre_that_entered_after_it(loop: Loop) -> None:
+    """The parent stamps a cut or a switch window, then publishes it as late as its scheduling
+    allows: frames that entered in between and are still in the fibre are dropped then; frames
+    that entered before the stamp are delivered."""
+    loop.shared.set_path(0, 0.3, 0.0, True)
+    loop.send(2)
+    time.sleep(0.03)
+    t_cut = time.monotonic()
+    time.sleep(0.03)
+    loop.send(3, seq0=10)                                  # after the cut, before it is published
+    time.sleep(0.03)
+    loop.shared.set_path(0, 0.3, 0.0, False, at=t_cut)     # published 60 ms late
+    loop.send(1, seq0=20)
+    assert [g[0] for g in loop.recv_all(0.4)] == [0, 1]
+    c = loop.counters()
+    assert (c["cut_dropped"], c["dropped_frames"], c["tx_frames"], c["rx_frames"]) == (4, 4, 2, 6)
+
+    loop.shared.set_path(0, 0.3, 0.0, True)
+    loop.send(2, seq0=30)
+    time.sleep(0.03)
+    t_win = time.monotonic()
+    time.sleep(0.03)
+    loop.send(3, seq0=40)                                  # in the window, before it is published
+    time.sleep(0.03)
+    loop.shared.set_program(0, 1, t_win + 0.2, t_win, t_win + 0.2)
+    assert [g[0] for g in loop.recv_all(0.4)] == [30, 31]
+    c = loop.counters()
+    assert (c["outage_dropped"], c["tx_frames"]) == (3, 4)
+
+
 def test_entry_times_spread_a_backlog_evenly_and_never_after_its_read() -> None:
     assert entry_times(10.0, [20.0, 20.1, 20.2, 20.3], 20.0) == [12.5, 15.0, 17.5, 20.0]
     assert entry_times(10.0, [11.0, 11.1], 21.0) == [11.0, 11.1]  # read before the even spread
     assert entry_times(5.0, [5.2], 5.2) == [5.2]
+    # a loop that ran behind: 6 frames read since 10.0, the last 2 of them the backlog
+    assert entry_times(10.0, [20.0, 20.1], 20.0, before=6) == [18.75, 20.0]
 
 
 class _Hog:

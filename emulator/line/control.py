@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_BUFFER_S, P_OUTAGE_FROM, P_OUTAGE_UNTIL, P_RATE,
+from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_BUFFER_S, P_OUTAGE_UNTIL, P_RATE,
                         Shared)
 from .model import LineConfig, ProtectionConfig, check_ber, propagation_delay_s
 from .protection import REQUESTS, LineLogic, Refused
@@ -231,8 +231,7 @@ class LineService:
             raise RequestError(f"outage: ms must be a number in (0, {MAX_OUTAGE_MS}], got {ms!r}")
         now = time.monotonic()
         self.outage_start, self.outage_end = now, now + ms / 1000.0
-        self.shared.params[P_OUTAGE_FROM] = now  # from first: see forwarder.Shared.set_path
-        self.shared.params[P_OUTAGE_UNTIL] = self.outage_end
+        self.shared.set_outage(now, self.outage_end)
         self.logic.events.append("outage", now, cause="operator", outage_ms=ms, start_mono=now,
                                  end_mono=self.outage_end, active_path=self.paths[self.active]["name"])
         return {"ms": ms, "start_monotonic": now, "end_monotonic": self.outage_end}

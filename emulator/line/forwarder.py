@@ -19,9 +19,18 @@ end). So each fault edge is an instant (a switch window, an outage, a path's cut
 and a frame is judged by its entry time: its read time, except when an edge falls between the
 last moment the TAP was known to be empty (or the loop's wake-up, less the time it waited on a
 run queue: /proc/thread-self/schedstat) and the read. Then the loop drains the backlog and
-spreads its frames evenly over that interval (exact for a paced stream such as the probe's,
-within the stall for bursty traffic). Delivery still counts from the read, so a frame is never
-early.
+spreads its frames, after those it read since that moment, evenly over that interval (exact for
+a paced stream such as the probe's, within the stall for bursty traffic; counting the frames
+read since matters when the loop has run behind for a while and the TAP never emptied: 40 ms
+behind for 300 ms was seen, and spreading the backlog alone over 300 ms let a whole 30 ms
+switch window through). Delivery still counts from the read, so a frame is never early.
+
+The parent stamps an edge (the instant of a cut, the start of a switch window or an outage) a
+little before it publishes it, by as much as its own scheduling delays it (0.1-2 ms was seen on a
+busy 2-core box): frames that entered in between were judged by the old state. They are still in
+the fibre, in the loop's heap, for the path's delay; when ``P_EDGES`` changes the loop judges them
+again by their entry times and drops those the new edge covers. A frame delivered before the edge
+was published cannot be recalled: that much of a late publication still shows.
 
 Protection switching is programmed into the data plane ahead of time, so its timing does not
 depend on when the parent's threads get to run: the parent publishes a "program" (the active
@@ -56,6 +65,9 @@ frames entering within [P_WIN_FROM, P_WIN_UNTIL) are dropped as outage. P_GEN is
 lock (odd while the parent writes) so a loop never acts on half a program."""
 P_OUTAGE_FROM = 9
 """An operator outage drops frames entering within [P_OUTAGE_FROM, P_OUTAGE_UNTIL)."""
+P_EDGES = 10
+"""Bumped by the parent after it publishes an edge (a program, a cut or repair, an outage): a loop
+that sees it change re-judges the frames it holds, see the module doc."""
 P_PATHS = 16  # per path: delay_s, ber, down_from, down_until
 P_STRIDE = 4
 N_PARAMS = P_PATHS + P_STRIDE * MAX_PATHS
@@ -127,6 +139,18 @@ class Shared:
         p[P_WIN_FROM] = win_from
         p[P_WIN_UNTIL] = win_until
         p[P_GEN] = gen + 2.0
+        self.edges_published()
+
+    def set_outage(self, start: float, end: float) -> None:
+        """Drop frames entering within [start, end) (monotonic s)."""
+        p = self.params
+        p[P_OUTAGE_FROM] = start  # from first: see set_path
+        p[P_OUTAGE_UNTIL] = end
+        self.edges_published()
+
+    def edges_published(self) -> None:
+        """Tell the loops to re-judge the frames they hold (after the new edges are written)."""
+        self.params[P_EDGES] += 1.0
 
     def program(self) -> tuple[int, int, float, float, float]:
         p = self.params
@@ -150,6 +174,7 @@ class Shared:
         else:
             p[b + 2] = at  # first the new start: [at, old down_until) is empty or in the past
             p[b + 3] = math.inf
+        self.edges_published()
 
     def path(self, i: int) -> tuple[float, float, bool]:
         """(delay_s, ber, up now)."""
@@ -184,12 +209,15 @@ class _RunDelay:
             return 0
 
 
-def entry_times(t_lo: float, reads: list[float], until: float) -> list[float]:
+def entry_times(t_lo: float, reads: list[float], until: float, before: int = 0) -> list[float]:
     """Entry estimates for a backlog: frames read at ``reads`` (in order) entered after ``t_lo``
-    and before ``until`` (when the input was empty again); spread evenly, never after the read."""
-    m = len(reads)
+    and before ``until`` (when the input was empty again), and so did the ``before`` frames read
+    since ``t_lo`` ahead of them; all of them spread evenly, never after the read.  ``before``
+    matters when the loop has run behind for a while: the input never emptied, ``t_lo`` is old,
+    and only the last of the frames since then are the backlog."""
+    m = before + len(reads)
     span = until - t_lo
-    return [min(r, t_lo + span * (i + 1) / m) for i, r in enumerate(reads)]
+    return [min(r, t_lo + span * (before + i + 1) / m) for i, r in enumerate(reads)]
 
 
 def _edge_between(t_lo: float, t: float, params: memoryview, first: int, nxt: int, *edges: float) -> bool:
@@ -197,6 +225,41 @@ def _edge_between(t_lo: float, t: float, params: memoryview, first: int, nxt: in
     the cut or repair of either path the program uses (down_until read before down_from)."""
     fb, nb = P_PATHS + P_STRIDE * first, P_PATHS + P_STRIDE * nxt
     return any(t_lo < e <= t for e in (*edges, params[fb + 3], params[fb + 2], params[nb + 3], params[nb + 2]))
+
+
+def read_program(params: memoryview) -> tuple[float, float, float, float, float] | None:
+    """The published switch program (see P_GEN), or None while the parent is writing one."""
+    gen = params[P_GEN]
+    if int(gen) & 1:
+        return None
+    prog = (params[P_ACTIVE], params[P_NEXT_ACTIVE], params[P_SWITCH_AT], params[P_WIN_FROM], params[P_WIN_UNTIL])
+    return prog if params[P_GEN] == gen else None
+
+
+def rejudge(heap: list[tuple[float, int, bytes, int, float, float]], params: memoryview,
+            win_from: float, win_until: float, local: list[int]) -> None:
+    """Drop the held frames (``heap``: due, seq, frame, counter base, entry, entered after) that
+    entered within a fault the parent has just published: the switch window, the operator outage,
+    or a cut of the path the frame took.  Counted as if dropped on entry.  Only frames known to
+    have entered after the fault began (not merely read after it, as a backlog is) are dropped."""
+    out_until = params[P_OUTAGE_UNTIL]  # until before from: see Shared.set_path
+    out_from = params[P_OUTAGE_FROM]
+    keep = []
+    for item in heap:
+        k, t_in, after = item[3], item[4], item[5]
+        b = P_PATHS + P_STRIDE * (k // NC)
+        down_until = params[b + 3]
+        if out_from <= after and t_in < out_until or win_from <= after and t_in < win_until:
+            local[k + C_OUT] += 1
+        elif params[b + 2] <= after and t_in < down_until:
+            local[k + C_CUT] += 1
+        else:
+            keep.append(item)
+            continue
+        local[k + C_DROP] += 1
+    if len(keep) != len(heap):
+        heap[:] = keep
+        heapq.heapify(heap)
 
 
 def _sleep(in_fd: int, timeout: float, run_delay: _RunDelay, t_lo: float) -> tuple[float, bool]:
@@ -222,7 +285,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     cbase = direction * MAX_PATHS * NC
     cend = cbase + shared.n_paths * NC
     local = [0] * (shared.n_paths * NC)
-    heap: list[tuple[float, int, bytes, int]] = []
+    heap: list[tuple[float, int, bytes, int, float, float]] = []  # due, seq, frame, counter base, entry, t_lo
     push, pop = heapq.heappush, heapq.heappop
     mono, rd, wr, rnd = time.monotonic, os.read, os.write, rng.random
     run_delay = _RunDelay()
@@ -235,15 +298,25 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     inf = math.inf
     prog = (0.0, 0.0, inf, inf, 0.0)  # last consistent switch program
     t_lo = mono()  # every frame still to be read entered the input after this instant
+    since = 0  # frames read since t_lo was last set
     backlog: list[tuple[bytes, float, float]] = []  # (frame, entry, read), next one last
     held: tuple[bytes, float] | None = None  # (frame, read): read after a stall, judged next burst
+    edges = params[P_EDGES]
 
     while True:
         now = mono()
+        if params[P_EDGES] != edges:  # a fault was published: re-judge what is in the fibre first
+            new_edges = params[P_EDGES]  # before the state it announces
+            cand = read_program(params)
+            if cand is not None:  # else the parent is still writing it: next time round
+                prog, edges = cand, new_edges
+                if heap:
+                    rejudge(heap, params, prog[3], prog[4], local)
+                    dirty = True
         # Deliver every frame whose time has come.
         if heap and heap[0][0] <= now:
             while heap and heap[0][0] <= now:
-                _, _, frame, k = pop(heap)
+                _, _, frame, k, _, _ = pop(heap)
                 try:
                     wr(out_fd, frame)
                 except OSError:
@@ -259,13 +332,9 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
         buffer_s = params[P_BUFFER_S]
         out_until = params[P_OUTAGE_UNTIL]  # until before from: see Shared.set_path
         out_from = params[P_OUTAGE_FROM]
-        gen = params[P_GEN]
-        if not int(gen) & 1:
-            cand = (params[P_ACTIVE], params[P_NEXT_ACTIVE], params[P_SWITCH_AT], params[P_WIN_FROM],
-                    params[P_WIN_UNTIL])
-            if params[P_GEN] == gen:
-                prog = cand
-        # else: the parent is writing a new program right now; keep the last one for this burst
+        cand = read_program(params)
+        if cand is not None:  # else the parent is writing a new one: keep the last for this burst
+            prog = cand
         a0, a1, switch_at, win_from, win_until = prog
         first, nxt = int(a0), int(a1)
         active = -1
@@ -278,6 +347,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                 break  # something is due: deliver it before reading on
             if backlog:
                 frame, t_in, now = backlog.pop()
+                after = t_in
             else:
                 if held is not None:
                     frame, now = held
@@ -286,7 +356,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                     try:
                         frame = rd(in_fd, read_size)
                     except BlockingIOError:
-                        t_lo = mono()
+                        t_lo, since = mono(), 0
                         break
                     except OSError:  # e.g. EIO while the far end's link is down: nothing to read
                         break
@@ -296,7 +366,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                     if now - t_snap > STALL_S:  # we were held up: the state read above may be old
                         held = (frame, now)
                         break
-                t_in = now
+                t_in, after = now, t_lo
                 if now - t_lo > STALL_S and _edge_between(t_lo, now, params, first, nxt, switch_at, win_from,
                                                           win_until, out_from, out_until):
                     # A backlog straddles a fault edge: size it, and judge each frame by when
@@ -309,11 +379,15 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                             break
                         reads.append(mono())
                     until = mono()
-                    est = entry_times(t_lo, reads, until)
+                    est = entry_times(t_lo, reads, until, since)
                     backlog = list(zip(batch, est, reads, strict=True))
                     backlog.reverse()
                     t_lo = until if len(batch) < DRAIN_MAX else est[-1]
+                    since = 0
                     frame, t_in, now = backlog.pop()
+                    after = t_in
+                else:
+                    since += 1
             n += 1
             use = nxt if t_in >= switch_at else first
             if use != active:  # the path this frame takes: the program's, at its entry time
@@ -352,7 +426,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                 if rnd() < p:
                     local[k + C_ERR] += 1
                     continue
-            push(heap, (dep + delay, seq, frame, k))
+            push(heap, (dep + delay, seq, frame, k, t_in, after))
             seq += 1
         if n:
             dirty = True
@@ -371,9 +445,13 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             if dirty and timeout > FLUSH_S:
                 timeout = FLUSH_S
             if timeout > 0.0:
-                t_lo, _ = _sleep(in_fd, timeout, run_delay, t_lo)
+                lo, _ = _sleep(in_fd, timeout, run_delay, t_lo)
+                if lo != t_lo:
+                    t_lo, since = lo, 0
         else:
-            t_lo, ready = _sleep(in_fd, IDLE_S, run_delay, t_lo)
+            lo, ready = _sleep(in_fd, IDLE_S, run_delay, t_lo)
+            if lo != t_lo:
+                t_lo, since = lo, 0
             if not ready and parent_pid is not None and os.getppid() != parent_pid:
                 return
 

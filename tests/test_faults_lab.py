@@ -94,6 +94,8 @@ def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any
         assert rx.returncode == 0, rerr
         return json.loads(rout)["report"]
     finally:
+        if stream_done is not None:  # also when the sender failed: release a held fault now
+            stream_done.set()
         for p in (tx, rx):
             if p is not None and p.poll() is None:
                 p.kill()
@@ -144,12 +146,15 @@ def test_forced_protection_switch_disrupts_within_the_switch_time(emulated_lab: 
             assert line.get()["active_path"] == "protection"
             time.sleep(1.0)
     rep = probe(emulated_lab, 3.0, 0.7, hold)
-    # two disruptions (> 10 ms): the switch to protection, and the undo's switch back to working
+    # two outages: the switch to protection, and the undo's switch back to working.  Arrival gaps
+    # (> 10 ms) that lost nothing are the line's scheduling, not a switch: a forwarder held up across
+    # a switch on a busy CI machine split one outage into a 30 ms lossless gap and a 26 ms lossy one
     d = rep["disruptions"]
-    assert d["count"] == 2, d
+    lossy = [ev for ev in d["events"] if ev["missing"]]
+    assert len(lossy) == 2, d
     # each outage by the loss method and by the sender's spacing of the frames around it; below:
     # the issue's +-2 ms; above: +3 ms, one send interval and the sender's own scheduling
-    for ev in d["events"]:
+    for ev in lossy:
         assert switch_ms - 2 <= ev["missing"] * 1e3 / PPS <= switch_ms + 3, d
         assert switch_ms - 2 <= ev["tx_gap_ms"] <= switch_ms + 3, d
     assert 2 * (switch_ms - 2) <= rep["sdt_loss_ms"] <= 2 * (switch_ms + 3), rep["sdt_loss_ms"]

@@ -34,6 +34,13 @@ def ping_rtts_ms(netns: str, target: str, count: int = 20, interval: float = 0.0
     return [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
 
 
+def on_fibre(rtts_ms: list[float], fibre_ms: float) -> bool:
+    """Pings travel a fibre of round trip ``fibre_ms``: the fastest is no earlier than the fibre allows
+    (less ping's rounding to 3 digits) and within 1.5 ms above it.  The fastest, because the fibre is
+    its floor while a median also carries the machine's wake-up latency (1.8 ms in a busy CI run)."""
+    return bool(rtts_ms) and fibre_ms - 0.05 <= min(rtts_ms) < fibre_ms + 1.5
+
+
 def iperf_gbps(plan: LabPlan, client: str, server: str, seconds: float = 2.0) -> float:
     srv = plan.node(server)
     proc = subprocess.Popen(["ip", "netns", "exec", srv.netns, "iperf3", "-s", "-B", srv.data_ip],
@@ -123,8 +130,8 @@ def test_cross_site_rtt_follows_the_active_fiber_path(emulated_lab: LabPlan, inv
         for path in ("working", "restoration"):
             line.set_active_path(path)
             expected = 2 * propagation_delay_s(inventory.fiber_path(path).length_km) * 1e3
-            rtt = statistics.median(ping_rtts_ms(a.netns, b.data_ip))  # type: ignore[arg-type]
-            assert expected <= rtt < expected + 1.5, (path, rtt, expected)
+            rtts = ping_rtts_ms(a.netns, b.data_ip)  # type: ignore[arg-type]
+            assert on_fibre(rtts, expected), (path, rtts, expected)
     finally:
         line.set_active_path("working")
 

@@ -26,7 +26,7 @@ behind for 300 ms was seen, and spreading the backlog alone over 300 ms let a wh
 switch window through). Delivery still counts from the read, so a frame is never early.
 
 The parent stamps an edge (the instant of a cut, the start of a switch window or an outage) a
-little before it publishes it, by as much as its own scheduling delays it (0.1-2 ms was seen on a
+little before it publishes it, by as much as its own scheduling delays it (0.2-4 ms was seen on a
 busy 2-core box): frames that entered in between were judged by the old state. They are still in
 the fibre, in the loop's heap, for the path's delay; when ``P_EDGES`` changes the loop judges them
 again by their entry times and drops those the new edge covers. A frame delivered before the edge
@@ -285,7 +285,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     cbase = direction * MAX_PATHS * NC
     cend = cbase + shared.n_paths * NC
     local = [0] * (shared.n_paths * NC)
-    heap: list[tuple[float, int, bytes, int, float, float]] = []  # due, seq, frame, counter base, entry, t_lo
+    heap: list[tuple[float, int, bytes, int, float, float]] = []  # due, seq, frame, counter base, entry, entered after
     push, pop = heapq.heappush, heapq.heappop
     mono, rd, wr, rnd = time.monotonic, os.read, os.write, rng.random
     run_delay = _RunDelay()

@@ -57,6 +57,7 @@ def lab_plan(inv: Inventory) -> LabPlan:
         a_terminal=service.a_end.otn_terminal, z_terminal=service.z_end.otn_terminal,
         line_rate_gbps=service.line_gbps, bandwidth_scale=emu.bandwidth_scale,
         client_ports=(service.client_ports.count, service.client_ports.gbps // service.client_ports.count),
+        transport={**emu.transport.model_dump(), "scale": emu.bandwidth_scale},
     )
     store = None
     if emu.metrics_store == "victoria-metrics" and inv.metrics is not None:

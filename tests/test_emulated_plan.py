@@ -36,6 +36,18 @@ def test_line_rate_is_the_service_rate_times_the_bandwidth_scale() -> None:
     assert cfg["paths"][0]["length_km"] == 329
 
 
+def test_the_line_gets_the_inventorys_transport_model_at_the_real_scale() -> None:
+    from emulator.line.model import LineConfig
+    cfg = LineConfig.from_dict({**line_config(plan()), "control_socket": "/run/dcilab/x/line.sock"})
+    tc = cfg.transport
+    assert tc is not None and tc.enabled and (tc.timeout, tc.retry_cnt, tc.mtu) == (20, 7, 4096)
+    assert tc.scale == 0.00125 and tc.real_rate_bps(cfg.rate_bps) == 800e9   # the line knows the real rate
+    inv = load_inventory("inventory/emulated.yaml")
+    off = inv.model_copy(update={"emulation": inv.emulation.model_copy(  # type: ignore[union-attr]
+        update={"transport": inv.emulation.transport.model_copy(update={"model": "none"})})})  # type: ignore[union-attr]
+    assert LineConfig.from_dict({**line_config(lab_plan(off)), "control_socket": "/x/l.sock"}).transport.enabled is False  # type: ignore[union-attr]
+
+
 def test_gpu_nodes_reach_the_other_site_through_their_own_gateway() -> None:
     p = plan()
     by_site = {f.site: f for f in p.fabrics}

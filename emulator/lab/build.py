@@ -174,6 +174,7 @@ def line_config(plan: LabPlan) -> dict:  # type: ignore[type-arg]
         "paths": [{"name": p.name, "length_km": p.length_km, "ber": 0.0} for p in line.paths],
         "active_path": line.active_path,
         "protection": protection_config(plan),
+        **({"transport": line.transport} if line.transport is not None else {}),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 NETNS_PREFIX = "dcl-"          # every namespace the lab makes starts with this
 HOST_LINK_PREFIX = "dcl-"      # every link the lab makes in the host namespace starts with this
@@ -88,6 +89,7 @@ class LinePlan:
     client_ports: tuple[int, int] = (2, 400)   # count, Gbit/s each
     switch_ms: float = 30.0            # 1+1 SNCP switch time (the trial: 50 ms class)
     restoration_ms: float = 3000.0     # ASON restoration time after a cut with no protection left
+    transport: dict[str, Any] | None = None   # the line's transport model (emulator.line.roce.TransportConfig)
 
     def path(self, name: str) -> LinePathPlan:
         for p in self.paths:

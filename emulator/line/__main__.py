@@ -80,7 +80,8 @@ def run(cfg: LineConfig) -> int:
             return 1
         shared = Shared(len(cfg.paths))
         service = LineService(cfg, shared)
-        pids = start_forwarders(fds[0], fds[1], shared, read_size=cfg.mtu + 64, seed=cfg.seed)
+        pids = start_forwarders(fds[0], fds[1], shared, read_size=cfg.mtu + 64, seed=cfg.seed,
+                                 transport=cfg.transport)
         for fd in fds:  # the children hold the TAPs now; they vanish when the children exit
             os.close(fd)
         fds = []
@@ -98,6 +99,11 @@ def run(cfg: LineConfig) -> int:
                   f"{cfg.ends[1].netns}/{cfg.ends[1].ifname}, path {active.name} "
                   f"({propagation_delay_s(active.length_km) * 1e3:.3f} ms), "
                   f"rate {cfg.rate_bps or 'unlimited'} bit/s, control {cfg.control_socket}")
+        tc = cfg.transport
+        if tc is not None and tc.enabled:
+            _log(cfg, f"transport model {tc.model}: ACK timeout {tc.t_ack_s:.3f} s (timeout {tc.timeout}), "
+                      f"retry budget {tc.budget_s:.1f} s (retry_cnt {tc.retry_cnt}), adaptive retransmission "
+                      f"{'on' if tc.adaptive_retransmission else 'off'}, MTU {tc.mtu}, real rate = rate / {tc.scale:g}")
         if cfg.protection is not None:
             pc = cfg.protection
             _log(cfg, f"protection: mode {pc.mode}, working {pc.working}, protection {pc.protection}, "

@@ -23,10 +23,11 @@ import threading
 import time
 from typing import Any
 
-from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_BUFFER_S, P_OUTAGE_UNTIL, P_RATE,
-                        Shared)
+from .forwarder import (COUNTERS, DIRECTIONS, MAX_PATHS, NC, P_BUFFER_S, P_OUTAGE_UNTIL, P_QPERR_AT,
+                        P_QPERR_CAUSE, P_QPERR_N, P_QPERR_STALLED, P_RATE, Shared)
 from .model import LineConfig, ProtectionConfig, check_ber, propagation_delay_s
 from .protection import REQUESTS, LineLogic, Refused
+from .transport import CAUSES
 
 MAX_LINE = 65536
 MAX_OUTAGE_MS = 3_600_000
@@ -75,11 +76,27 @@ class LineService:
         self.logic = LineLogic([p["name"] for p in self.paths], [p["up"] for p in self.paths],
                                cfg.active_index, cfg.protection, now=time.monotonic())
         self._program: tuple[int, int, float, float, float] | None = None
+        self._qp_errors = [0, 0]
         self._sync()
 
     @property
     def active(self) -> int:
         return self.logic.active
+
+    def _catch_up_transport(self) -> None:
+        """Log a QP error the forwarders declared (the transport model's retry budget ran out, or
+        the calibrated sustained-loss rule): the devices and the trial read it from the events."""
+        p = self.shared.params
+        for d, dname in enumerate(DIRECTIONS):
+            n = int(p[P_QPERR_N + d])
+            if n != self._qp_errors[d]:
+                self._qp_errors[d] = n
+                tc = self.cfg.transport
+                self.logic.events.append(
+                    "qp-error", p[P_QPERR_AT + d], cause=CAUSES.get(int(p[P_QPERR_CAUSE + d]), "unknown"),
+                    direction=dname, stalled_ms=_ms(p[P_QPERR_STALLED + d]),
+                    retry_budget_ms=_ms(tc.budget_s) if tc is not None else None,
+                    active_path=self.paths[self.active]["name"])
 
     def _sync(self) -> None:
         """Publish the state machine's switch program to the data plane if it changed."""
@@ -110,6 +127,7 @@ class LineService:
             while not self._stopping:
                 self.logic.advance(time.monotonic())
                 self._sync()
+                self._catch_up_transport()
                 deadline = self.logic.next_deadline(BOOKKEEPING_LAG_S)
                 wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
                 self._cond.wait(wait)
@@ -126,6 +144,7 @@ class LineService:
                 raise RequestError(f"unknown op {op!r} (ops: {', '.join(self.OPS)})")
             with self._cond:
                 self.logic.advance(time.monotonic())
+                self._catch_up_transport()
                 try:
                     return {"ok": True, **getattr(self, f"_op_{op}")(req)}
                 finally:
@@ -316,6 +335,8 @@ class LineService:
                        "start_monotonic": self.outage_start or None,
                        "end_monotonic": self.outage_end or None},
             "counters": self.counters(),
+            "transport": self.cfg.transport.to_dict() if self.cfg.transport is not None else {"model": "none"},
+            "qp_errors": sum(self._qp_errors),
         }
 
 

@@ -55,6 +55,9 @@ import traceback
 from array import array
 
 from .model import FCS_BYTES, MAX_PATHS, frame_loss_probability
+from .roce import TransportConfig
+from .tcpreset import rst_to_sender
+from .transport import RcDirection
 
 # --- shared layout ----------------------------------------------------------------------------
 
@@ -68,18 +71,28 @@ P_OUTAGE_FROM = 9
 P_EDGES = 10
 """Bumped by the parent after it publishes an edge (a program, a cut or repair, an outage): a loop
 that sees it change re-judges the frames it holds, see the module doc."""
-P_PATHS = 16  # per path: delay_s, ber, down_from, down_until
+P_QPERR_N, P_QPERR_AT, P_QPERR_CAUSE, P_QPERR_STALLED = 12, 14, 16, 18
+"""Two slots each (one per direction, written only by that direction's child): how many times the
+modelled RC QP went to error, when (monotonic s), why (transport.CAUSES) and after how long a stall.
+A child that sees the sum of the counts change resets its own side's flows too."""
+P_PATHS = 24  # per path: delay_s, ber, down_from, down_until
 P_STRIDE = 4
 N_PARAMS = P_PATHS + P_STRIDE * MAX_PATHS
 """A path is cut for frames entering within [down_from, down_until): cut at down_from, repaired
 at down_until (inf while it is down; both inf for a path never cut)."""
 
 COUNTERS = ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "errored_frames", "dropped_frames",
-            "outage_dropped", "cut_dropped", "queue_dropped", "tx_failed")
-"""Per path per direction. dropped_frames = outage_dropped + cut_dropped + queue_dropped;
-errored_frames are those lost to bit errors; tx_failed counts writes the far TAP refused."""
+            "outage_dropped", "cut_dropped", "queue_dropped", "tx_failed",
+            "rc_holds", "rc_timeouts", "rc_stalled", "rc_resets")
+"""Per path per direction. dropped_frames = outage_dropped + cut_dropped + queue_dropped (+ frames
+the transport model had kept when its QP went to error); errored_frames are those hit by bit errors
+(lost, or under the transport model counted but held: see transport.py); tx_failed counts writes
+the far TAP refused.  The transport model's: rc_holds (go-back-N loss events), rc_timeouts (waits
+for the ACK timer: tail losses and the end of stalls), rc_stalled (TCP frames kept through an
+outage instead of dropped), rc_resets (TCP resets sent when the QP went to error)."""
 NC = len(COUNTERS)
-(C_RXF, C_RXB, C_TXF, C_TXB, C_ERR, C_DROP, C_OUT, C_CUT, C_QUEUE, C_TXFAIL) = range(NC)
+(C_RXF, C_RXB, C_TXF, C_TXB, C_ERR, C_DROP, C_OUT, C_CUT, C_QUEUE, C_TXFAIL,
+ C_RCHOLD, C_RCTIMEOUT, C_RCSTALL, C_RCRST) = range(NC)
 DIRECTIONS = ("a_to_b", "b_to_a")
 
 BURST = 64
@@ -103,6 +116,10 @@ WAKE_S = 0.00005
 """A wake-up from select without run-queue wait comes this soon after the frame that caused it."""
 DRAIN_MAX = 4096
 """Most frames read in one go to size a backlog that straddles a fault edge."""
+
+RESET_S = 10.0
+"""After its QP went to error, how long a direction answers the frames of the flows it reset with
+another reset (retransmissions, challenge ACKs); new flows pass as usual."""
 
 PR_SET_PDEATHSIG = 1
 PR_SET_TIMERSLACK = 29
@@ -237,25 +254,39 @@ def read_program(params: memoryview) -> tuple[float, float, float, float, float]
 
 
 def rejudge(heap: list[tuple[float, int, bytes, int, float, float]], params: memoryview,
-            win_from: float, win_until: float, local: list[int]) -> None:
+            win_from: float, win_until: float, local: list[int], rc: RcDirection | None = None,
+            dead: set[int] | None = None) -> None:
     """Drop the held frames (``heap``: due, seq, frame, counter base, entry, entered after) that
     entered within a fault the parent has just published: the switch window, the operator outage,
     or a cut of the path the frame took.  Counted as if dropped on entry.  Only frames known to
-    have entered after the fault began (not merely read after it, as a backlog is) are dropped."""
+    have entered after the fault began (not merely read after it, as a backlog is) are dropped.
+    Under the transport model (``rc``) a TCP frame is kept through the outage instead, as on entry."""
     out_until = params[P_OUTAGE_UNTIL]  # until before from: see Shared.set_path
     out_from = params[P_OUTAGE_FROM]
     keep = []
     for item in heap:
+        if dead and item[1] in dead:  # a lost frame's first schedule: its NAK moved it (see run_direction)
+            dead.discard(item[1])
+            continue
         k, t_in, after = item[3], item[4], item[5]
         b = P_PATHS + P_STRIDE * (k // NC)
         down_until = params[b + 3]
-        if out_from <= after and t_in < out_until or win_from <= after and t_in < win_until:
-            local[k + C_OUT] += 1
+        if out_from <= after and t_in < out_until:
+            c, end = C_OUT, out_until
+        elif win_from <= after and t_in < win_until:
+            c, end = C_OUT, win_until
         elif params[b + 2] <= after and t_in < down_until:
-            local[k + C_CUT] += 1
+            c, end = C_CUT, down_until
         else:
             keep.append(item)
             continue
+        if rc is not None and item[2][12:14] == b"\x08\x00" and item[2][23:24] == b"\x06":
+            rc.stall(item[2], k, t_in, end)
+            local[k + C_RCSTALL] += 1
+            if rc.pending is not None and rc.pending[2][1] == item[1]:
+                rc.pending = None
+            continue
+        local[k + c] += 1
         local[k + C_DROP] += 1
     if len(keep) != len(heap):
         heap[:] = keep
@@ -275,10 +306,12 @@ def _sleep(in_fd: int, timeout: float, run_delay: _RunDelay, t_lo: float) -> tup
 
 
 def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_size: int,
-                  rng: random.Random, parent_pid: int | None = None) -> None:
+                  rng: random.Random, parent_pid: int | None = None,
+                  transport: TransportConfig | None = None) -> None:
     """Forward frames from ``in_fd`` to ``out_fd`` forever (returns only if the parent dies).
 
     Any fd that keeps message boundaries works (TAP, or a datagram socketpair in tests).
+    ``transport`` (enabled) holds IPv4 TCP frames as an RC QP would (transport.py).
     """
     params = shared.params
     counters = shared.counters
@@ -302,6 +335,43 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     backlog: list[tuple[bytes, float, float]] = []  # (frame, entry, read), next one last
     held: tuple[bytes, float] | None = None  # (frame, read): read after a stall, judged next burst
     edges = params[P_EDGES]
+    rc = RcDirection(transport, rng.random, rng.expovariate) if transport is not None and transport.enabled else None
+    dead: set[int] = set()  # seqs of heap entries a NAK rescheduled (skipped when popped)
+    qp_seen = params[P_QPERR_N] + params[P_QPERR_N + 1]
+    rc_k = 0  # counter base of the path the last modelled frame took
+    rc_delay = 0.0
+
+    def qp_reset(now: float, own: bool, cause: int) -> None:
+        """The QP went to error: drop what the model kept and reset this side's flows."""
+        nonlocal qp_seen, dirty
+        assert rc is not None
+        stalled_s = now - rc.stall_since if rc.stalled_now else 0.0
+        dropped, last = rc.error(now, RESET_S)
+        for _, kk, _ in dropped:
+            local[kk + C_DROP] += 1
+        for f in last:
+            r = rst_to_sender(f)
+            if r is not None:
+                try:
+                    wr(in_fd, r)
+                    local[rc_k + C_RCRST] += 1
+                except OSError:
+                    pass
+        if own:
+            params[P_QPERR_AT + direction] = now
+            params[P_QPERR_CAUSE + direction] = float(cause)
+            params[P_QPERR_STALLED + direction] = stalled_s
+            params[P_QPERR_N + direction] += 1.0
+        qp_seen = params[P_QPERR_N] + params[P_QPERR_N + 1]
+        dirty = True
+
+    def rc_resume(release: float) -> None:
+        nonlocal seq
+        assert rc is not None
+        for f, kk, ti in sorted(rc.resume(release, rc_delay), key=lambda x: x[2]):
+            push(heap, (rc.floor, seq, f, kk, ti, ti))
+            seq += 1
+        local[rc_k + C_RCTIMEOUT] += 1
 
     while True:
         now = mono()
@@ -311,12 +381,24 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             if cand is not None:  # else the parent is still writing it: next time round
                 prog, edges = cand, new_edges
                 if heap:
-                    rejudge(heap, params, prog[3], prog[4], local)
+                    rejudge(heap, params, prog[3], prog[4], local, rc, dead)
                     dirty = True
+        if rc is not None:
+            if params[P_QPERR_N] + params[P_QPERR_N + 1] != qp_seen:  # the other direction's QP failed
+                qp_reset(now, False, 0)
+            if rc.stalled_now and rc.deadline() <= now:  # a stall ended, or ran past the retry budget
+                if rc.exhausted(now):
+                    qp_reset(now, True, 2 if rc.stall_loss else 1)
+                elif rc.stall_end <= now:
+                    rc_resume(rc.release_at(now))
+                dirty = True
         # Deliver every frame whose time has come.
         if heap and heap[0][0] <= now:
             while heap and heap[0][0] <= now:
-                _, _, frame, k, _, _ = pop(heap)
+                _, s_, frame, k, _, _ = pop(heap)
+                if dead and s_ in dead:
+                    dead.discard(s_)
+                    continue
                 try:
                     wr(out_fd, frame)
                 except OSError:
@@ -401,11 +483,39 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             size = len(frame)
             local[k + C_RXF] += 1
             local[k + C_RXB] += size
+            # IPv4 TCP under the transport model: an RC QP's traffic (the probe's UDP is not)
+            tcp = rc is not None and frame[23:24] == b"\x06" and frame[12:14] == b"\x08\x00"
+            if tcp:
+                assert rc is not None
+                key = frame[26:38]
+                if rc.resetting:
+                    if now > rc.reset_until:
+                        rc.resetting = set()
+                    elif key in rc.resetting:  # a flow of the failed QP: answer it again, drop it
+                        r = rst_to_sender(frame)
+                        if r is not None:
+                            try:
+                                wr(in_fd, r)
+                                local[k + C_RCRST] += 1
+                            except OSError:
+                                pass
+                        local[k + C_DROP] += 1
+                        continue
+                rc.flows[key] = frame
+                rc_k, rc_delay = k, delay
             if out_from <= t_in < out_until or win_from <= t_in < win_until:
+                if tcp:
+                    rc.stall(frame, k, t_in, out_until if out_from <= t_in < out_until else win_until)
+                    local[k + C_RCSTALL] += 1
+                    continue
                 local[k + C_OUT] += 1
                 local[k + C_DROP] += 1
                 continue
             if down_from <= t_in < down_until:
+                if tcp:
+                    rc.stall(frame, k, t_in, down_until)
+                    local[k + C_RCSTALL] += 1
+                    continue
                 local[k + C_CUT] += 1
                 local[k + C_DROP] += 1
                 continue
@@ -425,8 +535,56 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                     p = pcache[size] = frame_loss_probability(ber, size)
                 if rnd() < p:
                     local[k + C_ERR] += 1
+                    if not tcp:
+                        continue  # lost; a modelled QP's frame is resent instead (the holds below)
+            if not tcp:
+                push(heap, (dep + delay, seq, frame, k, t_in, after))
+                seq += 1
+                continue
+            # --- the modelled RC QP (transport.py) ---
+            if rc.stalled_now:  # the first frame through after an outage, or under sustained loss
+                if rc.stall_loss and rc.no_progress(ber, rate, delay):
+                    rc.stall(frame, k, t_in, inf, loss=True)
+                    local[k + C_RCSTALL] += 1
                     continue
-            push(heap, (dep + delay, seq, frame, k, t_in, after))
+                if rc.exhausted(t_in):
+                    qp_reset(t_in, True, 2 if rc.stall_loss else 1)
+                    local[k + C_DROP] += 1
+                    continue
+                rc_resume(rc.release_at(t_in))
+            if rc.pending is not None:  # the frame after a loss: its NAK can now be sent
+                natural, provisional, item = rc.pending
+                rc.pending = None
+                if now < provisional:  # still in the heap, due at the ACK timeout
+                    again = rc.nak_due(natural, t_in, delay, rc.nak_hold(rate, delay))
+                    if again < provisional:
+                        dead.add(item[1])
+                        push(heap, (again, seq, item[2], item[3], item[4], item[5]))
+                        seq += 1
+                        rc.floor = again
+                    else:
+                        local[item[3] + C_RCTIMEOUT] += 1
+                else:
+                    local[item[3] + C_RCTIMEOUT] += 1
+            due = dep + delay
+            if due < rc.floor:
+                due = rc.floor
+            if ber > 0.0 and rc.loss_event(bits, ber):
+                local[k + C_RCHOLD] += 1
+                if rc.no_progress(ber, rate, delay):  # sustained loss: no useful progress from here
+                    rc.stall(frame, k, t_in, inf, loss=True)
+                    local[k + C_RCSTALL] += 1
+                    continue
+                item = (due + rc.t_ack, seq, frame, k, t_in, after)  # until the next frame says otherwise
+                push(heap, item)
+                seq += 1
+                rc.floor = item[0]
+                if rnd() < rc.tail_loss:
+                    local[k + C_RCTIMEOUT] += 1
+                else:
+                    rc.pending = (due, item[0], item)
+                continue
+            push(heap, (due, seq, frame, k, t_in, after))
             seq += 1
         if n:
             dirty = True
@@ -439,11 +597,16 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             counters[cbase:cend] = array("Q", local)
             last_flush = now
             dirty = False
-        if heap:
+        wake = heap[0][0] if heap else inf
+        if rc is not None and rc.stalled_now:
+            wake = min(wake, rc.deadline() + SPIN_S)
+        if wake < inf:
             # Sleep until shortly before the next frame is due, then spin (polling the input too).
-            timeout = heap[0][0] - now - SPIN_S
+            timeout = wake - now - SPIN_S
             if dirty and timeout > FLUSH_S:
                 timeout = FLUSH_S
+            if timeout > IDLE_S:
+                timeout = IDLE_S
             if timeout > 0.0:
                 lo, _ = _sleep(in_fd, timeout, run_delay, t_lo)
                 if lo != t_lo:
@@ -474,7 +637,7 @@ def _child_setup(parent_pid: int) -> None:
 
 
 def start_forwarders(fd_a: int, fd_b: int, shared: Shared, read_size: int,
-                     seed: int | None = None) -> list[int]:
+                     seed: int | None = None, transport: TransportConfig | None = None) -> list[int]:
     """Fork one child per direction (A->B reads fd_a, writes fd_b; B->A the reverse).
 
     Must be called before the parent starts any thread. Returns the children's pids.
@@ -490,7 +653,7 @@ def start_forwarders(fd_a: int, fd_b: int, shared: Shared, read_size: int,
             code = 0
             try:
                 _child_setup(parent)
-                run_direction(fin, fout, shared, direction, read_size, rng, parent)
+                run_direction(fin, fout, shared, direction, read_size, rng, parent, transport)
             except BaseException:  # noqa: BLE001 - a child must never return into the parent's code
                 traceback.print_exc()
                 code = 1

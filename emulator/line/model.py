@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .roce import TransportConfig
+
 FIBER_DELAY_S_PER_KM = 4.9e-6
 """One-way delay of standard single-mode fibre (group index ~1.468): 4.9 us per km."""
 
@@ -281,9 +283,11 @@ class LineConfig:
     active_path: str = ""
     seed: int | None = None
     protection: ProtectionConfig | None = None
+    transport: TransportConfig | None = None
+    """The RoCEv2 RC model the line imposes on TCP (roce.py, transport.py); None: plain TCP."""
 
     FIELDS = frozenset({"name", "control_socket", "pidfile", "ends", "mtu", "rate_bps",
-                        "buffer_ms", "paths", "active_path", "seed", "protection"})
+                        "buffer_ms", "paths", "active_path", "seed", "protection", "transport"})
 
     @property
     def active_index(self) -> int:
@@ -356,6 +360,9 @@ class LineConfig:
         if d.get("protection") is not None:
             protection = ProtectionConfig.from_dict(d["protection"], [p.name for p in paths],
                                                     default_working=active, where="protection.")
+        transport = None
+        if d.get("transport") is not None:
+            transport = TransportConfig.from_dict(d["transport"], "transport.")
         return cls(control_socket=sock, ends=ends, paths=paths, name=name, pidfile=pidfile,
                    mtu=int(mtu), rate_bps=int(rate), buffer_ms=float(buffer_ms),
-                   active_path=active, seed=seed, protection=protection)
+                   active_path=active, seed=seed, protection=protection, transport=transport)

@@ -29,7 +29,7 @@ from typing import Any
 from .model import ProtectionConfig
 
 EVENT_RING = 1000
-EVENT_KINDS = ("switch", "restoration", "path-down", "path-up", "rate", "ber", "outage", "request")
+EVENT_KINDS = ("switch", "restoration", "path-down", "path-up", "rate", "ber", "outage", "request", "qp-error")
 REQUESTS = ("force", "manual", "lockout", "release")
 REQUEST_STATE = {"force": "forced", "manual": "manual", "lockout": "lockout"}
 

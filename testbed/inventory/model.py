@@ -246,6 +246,21 @@ class AddressPlan(Strict):
     line: ipaddress.IPv4Network = Field(description="a /30 (or larger) for the gateways' ends of the optical line")
 
 
+class Transport(Strict):
+    """The RoCEv2 RC + NCCL model the emulated line imposes on the nodes' TCP (emulator/line/roce.py):
+    what the trial's transport suffered from bit errors and outages, at the real line's parameters.
+    ``model: none`` leaves plain TCP.  Defaults are NCCL's (NCCL_IB_TIMEOUT 20, NCCL_IB_RETRY_CNT 7)."""
+
+    model: Literal["roce-rc", "none"] = "roce-rc"
+    timeout: int = Field(20, ge=0, le=31, description="NCCL_IB_TIMEOUT: ACK timeout 4.096 us x 2^timeout (0 = never)")
+    retry_cnt: int = Field(7, ge=0, le=7, description="NCCL_IB_RETRY_CNT: retry budget = retry_cnt x ACK timeout")
+    adaptive_retransmission: bool = Field(False, description="ConnectX adaptive retransmission: 2 ms first timeout, doubling")
+    mtu: Literal[256, 512, 1024, 2048, 4096] = 4096
+    qp_gbps: float | None = Field(None, gt=0, le=100000, description="rate one QP sends at (its window); default the line rate")
+    tail_loss: float = Field(0.0, ge=0, le=1, description="share of loss events that wait for the ACK timer whatever follows")
+    abort_below_efficiency: float = Field(0.1, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
+
+
 class Emulation(Strict):
     """Only for an emulated lab: how `dcilab lab up` builds it on this machine."""
 
@@ -256,6 +271,7 @@ class Emulation(Strict):
     buffer_ms: float = Field(50, gt=0, le=1000, description="line queue depth before tail drop, in ms at the line rate")
     personalities: dict[Name, str] = Field(default_factory=dict, description="device name -> personality it runs")
     metrics_store: Literal["victoria-metrics", "none"] = "victoria-metrics"
+    transport: Transport = Field(default_factory=Transport)
 
 
 class Inventory(Strict):

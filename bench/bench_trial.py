@@ -4,9 +4,12 @@
    made here or from an existing report (``--report DIR``);
 2. how it grows with the iterations per case: a subset of cases (``--growth-k``) with the quick
    profile's windows x1 and x2, wall time per case, per iteration and the fixed cost per job;
-3. the fidelity table: each scenario's measured figure on the emulated lab beside the trial's.
+3. the fidelity table: each effect of the trial as the emulated lab showed it, beside the trial's
+   figure and the target (testbed/report/fidelity.py; the run's report.html has the same table);
+   with ``--tcp`` the quick profile runs a second time with the transport model off
+   (``emulation.transport.model: none``) and that table is printed too.
 
-    .venv/bin/python bench/bench_trial.py [--report reports/RUN] [--skip-growth] [--growth-k EXPR]
+    .venv/bin/python bench/bench_trial.py [--report reports/RUN] [--tcp | --tcp-report DIR] [--skip-growth] [--growth-k EXPR]
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from testbed.report.fidelity import text as fidelity_text  # noqa: E402
 
-def run_trial(report: Path, profile: str, keyword: str | None = None, profiles_file: Path | None = None) -> float:
+
+def run_trial(report: Path, profile: str, keyword: str | None = None, profiles_file: Path | None = None,
+              inventory: Path | None = None) -> float:
     cmd = [sys.executable, "-m", "testbed.cli", "trial", "--profile", profile, "--report-dir", str(report)]
+    if inventory:
+        cmd += ["--inventory", str(inventory)]
     if keyword:
         cmd += ["-k", keyword]
     if profiles_file:
@@ -57,36 +65,21 @@ def fmt(v: object) -> str:
     return "-" if v is None else str(v)
 
 
-FIDELITY = [  # scenario, metric, what the trial reports
-    ("convergence", "equivalent_compute", {"pp-remote-16": "0.95 (>= 95 %)", "*": "Fig. 6, no number in the text"}),
-    ("bandwidth_drop", "mean_efficiency", {"pp-remote": "~1.0 (10.84 s, no impact)", "dp-remote": "-"}),
-    ("bandwidth_drop", "affected_iterations", {"pp-remote": "0", "dp-remote": "1"}),
-    ("bandwidth_drop", "worst_efficiency", {"pp-remote": "-", "dp-remote": "0.615 (-38.5 %)"}),
-    ("bit_errors", "mean_efficiency", {"1e-10": "0.70 (1e-10..1e-9: 43 % slower)", "1e-09": "0.70 (43 % slower)",
-                                       "1e-08": "interrupted"}),
-    ("bit_errors", "outcome", {"1e-10": "completed", "1e-09": "completed", "1e-08": "interrupted"}),
-    ("switchover", "disruption_ms", {"*": "< 50"}),
-    ("switchover", "affected_iterations", {"*": "1"}),
-    ("switchover", "worst_efficiency", {"*": "0.44 (about 56 % lower)"}),
-    ("reroute", "disruption_ms", {"*": "not given"}),
-    ("reroute", "affected_iterations", {"*": "1"}),
-    ("reroute", "outcome", {"*": "completed (sometimes interrupted)"}),
-]
+def fidelity(summary: dict, title: str = "") -> None:
+    print(f"\n== fidelity: the emulated lab beside the trial{title}")
+    print(fidelity_text(summary))
 
 
-def fidelity(summary: dict) -> None:
-    print("\n== fidelity: the emulated lab beside the trial")
-    print(f"{'scenario':15} {'case':28} {'metric':22} {'emulated':>10}   trial")
-    for scen, metric, ref in FIDELITY:
-        for c in summary["cases"]:
-            if c["scenario"] != scen or "metrics" not in c:
-                continue
-            p = c["params"]
-            key = {"convergence": f"{p.get('placement')}-{p.get('ratio')}", "bandwidth_drop": p.get("placement"),
-                   "bit_errors": f"{p.get('ber', 0):.0e}"}.get(scen, "*")
-            trial = ref.get(key, ref.get(p.get("placement", ""), ref.get("*", "-")))
-            label = c["name"].split("[", 1)[-1].rstrip("]")
-            print(f"{scen:15} {label:28} {metric:22} {fmt(c['metrics'].get(metric)):>10}   {trial}")
+def tcp_inventory(td: Path) -> Path:
+    """inventory/emulated.yaml with the transport model off (plain TCP), for the side-by-side run."""
+    text = (ROOT / "inventory" / "emulated.yaml").read_text()
+    text = text.replace("    model: roce-rc", "    model: none", 1)
+    text = text.replace("python: ../.venv/bin/python", f"python: {ROOT / '.venv' / 'bin' / 'python'}")
+    if "model: none" not in text:
+        sys.exit("bench_trial: inventory/emulated.yaml has no 'model: roce-rc' to turn off")
+    out = td / "emulated-tcp.yaml"
+    out.write_text(text)
+    return out
 
 
 def growth(keyword: str) -> None:
@@ -117,6 +110,8 @@ def growth(keyword: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--report", type=Path, help="an existing quick-profile report (skips the full run)")
+    ap.add_argument("--tcp", action="store_true", help="also run quick with the transport model off")
+    ap.add_argument("--tcp-report", type=Path, help="an existing quick report made with the transport model off")
     ap.add_argument("--skip-growth", action="store_true")
     ap.add_argument("--growth-k", default="convergence and pp-remote and 16 or bit_errors and 1e-9")
     a = ap.parse_args()
@@ -128,7 +123,14 @@ def main() -> None:
     wall = (_t(s["ended"]) - _t(s["started"])).total_seconds() if s.get("ended") else None
     print(f"== quick profile {s['run_id']}: {len(s['cases'])} cases, {jobs(s)} jobs, {iterations(s)} iterations, "
           f"suite wall {fmt(wall)} s (target < 900 s), verdicts {s.get('verdicts')}")
-    fidelity(s)
+    fidelity(s, f" ({(s.get('testbed') or {}).get('transport', {}).get('model', 'model not recorded')})")
+    if a.tcp and a.tcp_report is None:
+        a.tcp_report = ROOT / "reports" / f"bench-quick-tcp-{int(time.time())}"
+        with tempfile.TemporaryDirectory() as td:
+            took = run_trial(a.tcp_report, "quick", inventory=tcp_inventory(Path(td)))
+        print(f"\n== quick profile, transport model off: wall {took:.1f} s")
+    if a.tcp_report is not None:
+        fidelity(json.loads((a.tcp_report / "summary.json").read_text()), " (transport model off: plain TCP)")
     if not a.skip_growth:
         growth(a.growth_k)
 

@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     from testbed.report.history_cli import add_parser as add_history_parser
     add_history_parser(sub)
+    from testbed.predict_cli import add_parser as add_predict_parser
+    add_predict_parser(sub)
     return p
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from emulator.lab.plan import FabricPlan, LabPlan, LinePathPlan, LinePlan, NodePlan, StorePlan
 from testbed.inventory import DeviceKind, Inventory
+from testbed.trial.runner import RDZV_PORT_BASE, RDZV_PORTS
 
 
 class NotEmulated(Exception):
@@ -57,7 +58,8 @@ def lab_plan(inv: Inventory) -> LabPlan:
         a_terminal=service.a_end.otn_terminal, z_terminal=service.z_end.otn_terminal,
         line_rate_gbps=service.line_gbps, bandwidth_scale=emu.bandwidth_scale,
         client_ports=(service.client_ports.count, service.client_ports.gbps // service.client_ports.count),
-        transport={**emu.transport.model_dump(), "scale": emu.bandwidth_scale},
+        transport={**emu.transport.model_dump(), "scale": emu.bandwidth_scale,
+                   "control_ports": [RDZV_PORT_BASE, RDZV_PORT_BASE + RDZV_PORTS - 1]},
     )
     store = None
     if emu.metrics_store == "victoria-metrics" and inv.metrics is not None:
@@ -72,3 +74,17 @@ def lab_plan(inv: Inventory) -> LabPlan:
         line=line, store=store, python=sys.executable,
         known_networks=tuple(str(ipaddress.ip_network(n)) for n in known),
     )
+
+
+def qp_errors(inv: Inventory, since_wall: float, until_wall: float) -> list[dict]:  # type: ignore[type-arg]
+    """The QP errors the emulated line's transport model declared between two instants (epoch s):
+    what interrupted a job the way NCCL aborts.  [] on real gear or when the line cannot be read."""
+    if inv.emulation is None:
+        return []
+    from emulator.line.control import LineControl, LineControlError
+
+    try:
+        events = LineControl(lab_plan(inv).line_socket, timeout=5.0).events().get("events", [])
+    except (LineControlError, OSError):
+        return []
+    return [e for e in events if e.get("kind") == "qp-error" and since_wall <= e.get("time", 0) <= until_wall]

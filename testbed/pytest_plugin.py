@@ -252,6 +252,7 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
     """The trial run: testbed up, answering and at its baseline; report folder; cached baselines."""
     from testbed.trial.profile import ProfileError
     from testbed.trial.session import TestbedNotReady, TrialSession, close_quietly
+    from testbed.trial.transport import transport_in_force
 
     config = request.config
     dry = config.getoption("--dry-run")
@@ -278,6 +279,7 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
                               "args": list(config.invocation_params.args)})
     config.stash[_SESSION_KEY] = s
     say(f"run {s.run_id}, profile {profile.name}, report {s.report_dir}")
+    say(f"transport: {transport_in_force(inventory)['text']}")
     try:
         try:
             s.check_ready()

@@ -98,6 +98,17 @@ def test_sustained_loss_rule_is_calibrated_between_1e9_and_1e8() -> None:
     assert roce.ABORT_BELOW_EFFICIENCY == pytest.approx(math.sqrt(0.28 * 0.037), abs=0.01)
 
 
+def test_tail_loss_is_one_packet_in_an_nccl_step() -> None:
+    assert roce.NCCL_STEP_BYTES == 512 * 1024               # NCCL_BUFFSIZE 4 MiB / NCCL_STEPS 8
+    assert roce.TAIL_LOSS == pytest.approx(1 / 128)
+
+
+def test_the_inventory_defaults_are_the_models() -> None:
+    from testbed.inventory.model import Transport
+    inv = Transport().model_dump()
+    assert {k: inv[k] for k in inv} == {k: v for k, v in roce.TransportConfig().to_dict().items() if k in inv}
+
+
 def test_transport_config_defaults_and_errors() -> None:
     cfg = roce.TransportConfig.from_dict({})
     assert (cfg.model, cfg.timeout, cfg.retry_cnt, cfg.mtu, cfg.adaptive_retransmission) == ("roce-rc", 20, 7, 4096, False)

@@ -280,7 +280,8 @@ def rejudge(heap: list[tuple[float, int, bytes, int, float, float]], params: mem
         else:
             keep.append(item)
             continue
-        if rc is not None and item[2][12:14] == b"\x08\x00" and item[2][23:24] == b"\x06":
+        if rc is not None and item[2][12:14] == b"\x08\x00" and item[2][23:24] == b"\x06" \
+                and rc.modelled(item[2][26:38], item[2]):
             rc.stall(item[2], k, t_in, end)
             local[k + C_RCSTALL] += 1
             if rc.pending is not None and rc.pending[2][1] == item[1]:
@@ -488,6 +489,8 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             if tcp:
                 assert rc is not None
                 key = frame[26:38]
+                tcp = rc.modelled(key, frame)
+            if tcp:
                 if rc.resetting:
                     if now > rc.reset_until:
                         rc.resetting = set()
@@ -575,7 +578,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                     rc.stall(frame, k, t_in, inf, loss=True)
                     local[k + C_RCSTALL] += 1
                     continue
-                item = (due + rc.t_ack, seq, frame, k, t_in, after)  # until the next frame says otherwise
+                item = (due + rc.first_fire, seq, frame, k, t_in, after)  # until the next frame says otherwise
                 push(heap, item)
                 seq += 1
                 rc.floor = item[0]

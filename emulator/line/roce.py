@@ -37,6 +37,15 @@ bytes, 33,264 bits, at MTU 4096) and what a bit error can hit."""
 WIRE_OVERHEAD_BYTES = 8 + 12
 """Preamble and inter-frame gap: on the wire (4178 bytes per packet) but not hit by errors."""
 
+NCCL_STEP_BYTES = 4 * 1024 * 1024 // 8
+"""NCCL_BUFFSIZE (4 MiB default) / NCCL_STEPS (8): what one send step of NCCL's Simple protocol
+puts on the QP before the receiver hands back the slot [src: NCCL env docs, NCCL_BUFFSIZE]."""
+
+TAIL_LOSS = ROCE_MTU / NCCL_STEP_BYTES
+"""Share of loss events that wait for the ACK timer (1/128): a lost packet is the last of its
+NCCL step with probability 1 / (packets per step), and the step's last packet is followed by
+nothing the receiver could NAK it with until the next step is granted [model]."""
+
 ADAPTIVE_BASE_S = 0.002
 """First retransmission timeout with ConnectX adaptive retransmission (then doubling, capped by
 the ACK timeout) [src: NVIDIA adaptive retransmission docs; model: 2 ms base]."""
@@ -163,8 +172,8 @@ class TransportConfig:
     (one QP filling 800G, W = 77 k), or e.g. 100 for a QP per 100G NIC port (W = 9.6 k); the
     trial's NIC settings are not published, this brackets them.  ``tail_loss`` is the probability
     that a loss event is a tail loss (no later packet of the QP follows, so no NAK: the direction
-    waits for its ACK timer) on top of the losses the traffic pattern makes tail losses (a loss
-    followed by an idle gap; see transport.RcDirection).  ``scale`` is the lab's
+    waits for its ACK timer; TAIL_LOSS by default) on top of the losses the lab's traffic pattern
+    makes tail losses (a loss followed by an idle gap; see transport.RcDirection).  ``scale`` is the lab's
     bandwidth_scale: lab rate / real rate, so the line knows the real rate it stands for."""
 
     model: str = "roce-rc"
@@ -173,12 +182,16 @@ class TransportConfig:
     adaptive_retransmission: bool = False
     mtu: int = ROCE_MTU
     qp_gbps: float | None = None
-    tail_loss: float = 0.0
+    tail_loss: float = TAIL_LOSS
     abort_below_efficiency: float = ABORT_BELOW_EFFICIENCY
     scale: float = 1.0
+    control_ports: tuple[int, int] | None = None
+    """TCP ports (a range, either end of a flow) of the training's control plane: torchrun's
+    rendezvous and the c10d store, which a real cluster runs over TCP on its front-end network, not
+    over the RDMA fabric.  Their flows stay plain TCP: neither held nor reset."""
 
     FIELDS = frozenset({"model", "timeout", "retry_cnt", "adaptive_retransmission", "mtu", "qp_gbps",
-                        "tail_loss", "abort_below_efficiency", "scale"})
+                        "tail_loss", "abort_below_efficiency", "scale", "control_ports"})
 
     @property
     def enabled(self) -> bool:
@@ -209,6 +222,7 @@ class TransportConfig:
                 "adaptive_retransmission": self.adaptive_retransmission, "mtu": self.mtu,
                 "qp_gbps": self.qp_gbps, "tail_loss": self.tail_loss,
                 "abort_below_efficiency": self.abort_below_efficiency, "scale": self.scale,
+                "control_ports": list(self.control_ports) if self.control_ports else None,
                 "ack_timeout_s": self.t_ack_s, "retry_budget_s": self.budget_s}
 
     @classmethod
@@ -242,6 +256,13 @@ class TransportConfig:
         adaptive = d.get("adaptive_retransmission", False)
         if not isinstance(adaptive, bool):
             raise ValueError(f"{where}adaptive_retransmission: must be true or false, got {adaptive!r}")  # noqa: TRY004
+        ports = d.get("control_ports")
+        if ports is not None:
+            ok = isinstance(ports, (list, tuple)) and len(ports) == 2 and all(
+                isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports) and ports[0] <= ports[1]
+            if not ok:
+                raise ValueError(f"{where}control_ports: must be [first, last], ports 1..65535, got {ports!r}")
+            ports = (ports[0], ports[1])
         mtu = integer("mtu", ROCE_MTU, 256, 4096)
         if mtu & (mtu - 1):
             raise ValueError(f"{where}mtu: must be a RoCE MTU (256, 512, 1024, 2048, 4096), got {mtu}")
@@ -249,6 +270,7 @@ class TransportConfig:
                    retry_cnt=integer("retry_cnt", NCCL_IB_RETRY_CNT, 0, MAX_RETRY_CNT),
                    adaptive_retransmission=adaptive, mtu=mtu,
                    qp_gbps=number("qp_gbps", None, 0.0, 1e5, lo_open=True),
-                   tail_loss=number("tail_loss", 0.0, 0.0, 1.0),  # type: ignore[arg-type]
+                   tail_loss=number("tail_loss", TAIL_LOSS, 0.0, 1.0),  # type: ignore[arg-type]
                    abort_below_efficiency=number("abort_below_efficiency", ABORT_BELOW_EFFICIENCY, 0.0, 1.0),  # type: ignore[arg-type]
-                   scale=number("scale", 1.0, 0.0, 1.0, lo_open=True))  # type: ignore[arg-type]
+                   scale=number("scale", 1.0, 0.0, 1.0, lo_open=True),  # type: ignore[arg-type]
+                   control_ports=ports)

@@ -34,6 +34,8 @@ class RcDirection:
                  expovariate: Callable[[float], float]) -> None:
         self.cfg = cfg
         self.t_ack = cfg.t_ack_s
+        self.first_fire = roce.timer_release_s(0.0, self.t_ack, cfg.adaptive_retransmission)
+        """What a tail loss waits: the first retransmission timeout (T_ack, or 2 ms adaptive)."""
         self.budget = cfg.budget_s
         self.tail_loss = cfg.tail_loss
         self.random, self.expovariate = random, expovariate
@@ -57,6 +59,21 @@ class RcDirection:
         self.credit = INF
         self._eta_key: tuple[float, float, float] = (-1.0, 0.0, 0.0)
         self._stalls = False
+        self._ports = cfg.control_ports or (0, -1)
+        self._modelled: dict[bytes, bool] = {}
+
+    def modelled(self, key: bytes, frame: bytes) -> bool:
+        """Whether this IPv4 TCP frame's flow is the training's data (an RC QP's) rather than its
+        control plane (``control_ports``); decided once per flow."""
+        m = self._modelled.get(key)
+        if m is None:
+            if len(self._modelled) > 65536:  # flows come and go with jobs: forget the old ones
+                self._modelled.clear()
+            t = 14 + (frame[14] & 0x0F) * 4
+            lo, hi = self._ports
+            ports = (int.from_bytes(frame[t:t + 2], "big"), int.from_bytes(frame[t + 2:t + 4], "big"))
+            m = self._modelled[key] = not any(lo <= p <= hi for p in ports)
+        return m
 
     # --- bit errors ---
 
@@ -90,7 +107,7 @@ class RcDirection:
     def nak_due(self, natural: float, next_entry: float, delay: float, hold: float) -> float:
         """When a lost frame arrives again: the NAK needs the next frame (entered ``next_entry``)
         at the receiver; the ACK timer resends if that comes later than the timeout."""
-        return min(natural + self.t_ack, max(natural, next_entry + delay) + hold)
+        return min(natural + self.first_fire, max(natural, next_entry + delay) + hold)
 
     # --- outages ---
 

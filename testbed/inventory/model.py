@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from emulator.line import roce
+
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,30}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]
 
@@ -252,13 +254,14 @@ class Transport(Strict):
     ``model: none`` leaves plain TCP.  Defaults are NCCL's (NCCL_IB_TIMEOUT 20, NCCL_IB_RETRY_CNT 7)."""
 
     model: Literal["roce-rc", "none"] = "roce-rc"
-    timeout: int = Field(20, ge=0, le=31, description="NCCL_IB_TIMEOUT: ACK timeout 4.096 us x 2^timeout (0 = never)")
-    retry_cnt: int = Field(7, ge=0, le=7, description="NCCL_IB_RETRY_CNT: retry budget = retry_cnt x ACK timeout")
+    timeout: int = Field(roce.NCCL_IB_TIMEOUT, ge=0, le=roce.MAX_TIMEOUT, description="NCCL_IB_TIMEOUT: ACK timeout 4.096 us x 2^timeout (0 = never)")
+    retry_cnt: int = Field(roce.NCCL_IB_RETRY_CNT, ge=0, le=roce.MAX_RETRY_CNT, description="NCCL_IB_RETRY_CNT: retry budget = retry_cnt x ACK timeout")
     adaptive_retransmission: bool = Field(False, description="ConnectX adaptive retransmission: 2 ms first timeout, doubling")
     mtu: Literal[256, 512, 1024, 2048, 4096] = 4096
     qp_gbps: float | None = Field(None, gt=0, le=100000, description="rate one QP sends at (its window); default the line rate")
-    tail_loss: float = Field(0.0, ge=0, le=1, description="share of loss events that wait for the ACK timer whatever follows")
-    abort_below_efficiency: float = Field(0.1, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
+    tail_loss: float = Field(roce.TAIL_LOSS, ge=0, le=1,
+                             description="share of loss events that wait for the ACK timer: 1 / packets per NCCL step")
+    abort_below_efficiency: float = Field(roce.ABORT_BELOW_EFFICIENCY, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
 
 
 class Emulation(Strict):

@@ -10,6 +10,7 @@ import json
 from html import escape
 from typing import Any
 
+from testbed.report import fidelity
 from testbed.report.compare import DISRUPTION_MIN_REPEATS, groups
 from testbed.report.plots import Plot
 from testbed.report.summary import KNOWN_SCHEMAS, case_label, cases, dct, lst, num
@@ -75,6 +76,7 @@ def _testbed(summary: dict[str, Any], snapshot: dict[str, Any] | None, snapshot_
     out = ["<h2>Testbed</h2><table>", _rows([
         ("name", e(tb.get("name"))),
         ("emulated", "yes (emulated lab)" if em is True else "no (real gear)" if em is False else "unknown"),
+        ("transport", transport_text(summary)),
         ("inventory", e(tb.get("source"))),
         ("controller", e(summary.get("controller"))),
     ]), "</table>"]
@@ -165,10 +167,72 @@ def _criteria(case: dict[str, Any]) -> str:
     return "".join(rows)
 
 
-def _verdicts(all_cases: list[dict[str, Any]]) -> str:
+def transport_text(summary: dict[str, Any]) -> str:
+    """Which transport the numbers come from (summary.testbed.transport); an older summary, written
+    before the transport model existed, ran plain TCP on the emulated lab."""
+    tb = dct(summary.get("testbed"))
+    t = dct(tb.get("transport"))
+    if t.get("text"):
+        return f"<b>{e(t.get('model'))}</b>: {e(t.get('text'))}"
+    if tb.get("emulated") is True:
+        return "not recorded (a run before the transport model: plain TCP over the emulated line)"
+    return "not recorded"
+
+
+def _fidelity(summary: dict[str, Any]) -> str:
+    """On an emulated run: each of the trial's effects as the lab showed it (testbed/report/fidelity.py)."""
+    if dct(summary.get("testbed")).get("emulated") is not True:
+        return ""
+    out = ["<h2>Fidelity to the field trial</h2>",
+           f"<p class='note'>What the emulated lab showed of each effect the trial reported, and the target it "
+           f"is held to. Transport: {transport_text(summary)}</p>",
+           "<table><tr><th>effect</th><th>emulated</th><th>trial</th><th>target</th><th>met</th></tr>"]
+    for r in fidelity.rows(summary):
+        met = {True: ("pass", "yes"), False: ("fail", "no"), None: ("note", "not run")}[r["met"]]
+        emu = "<br>".join(f"{e(k)}: {e(v)}" for k, v in r["cases"].items()) or "not run"
+        out.append(f"<tr><td>{e(r['effect'])}</td><td>{emu}</td><td>{e(r['trial'])}</td><td>{e(r['target'])}</td>"
+                   f"<td class='{met[0]}'>{met[1]}</td></tr>")
+    out.append("</table>")
+    out.append(_predicted(summary))
+    return "".join(out)
+
+
+def _predicted(summary: dict[str, Any]) -> str:
+    """The measured bit-error and outage cases beside what ``dcilab predict``'s model says from the
+    same run's baseline (testbed/predict.py)."""
+    t = dct(dct(summary.get("testbed")).get("transport"))
+    if not t.get("modelled") or not t.get("line_rate_gbps") or not t.get("path_km"):
+        return ""
+    from emulator.line import roce
+    from testbed.predict import Line, predicted_vs_measured
+    try:
+        tc = roce.TransportConfig.from_dict({k: v for k, v in t.items() if k in roce.TransportConfig.FIELDS})
+    except ValueError as exc:
+        return f"<p class='note'>Predicted vs measured: the recorded transport cannot be read ({e(exc)}).</p>"
+    rows = predicted_vs_measured(summary, Line(float(t["line_rate_gbps"]), float(t["path_km"]), tc))
+    if not rows:
+        return ("<p class='note'>Predicted vs measured: no bit-error or outage case with a baseline that "
+                "recorded its WAN bytes.</p>")
+
+    def fig(v: Any, outcome: Any) -> str:
+        return e(round(v, 3)) if outcome == "completed" and isinstance(v, float) else e(outcome)
+    out = ["<h3>Predicted vs measured</h3><p class='note'>What <code>dcilab predict</code> says for each case "
+           "from this run's baseline (iteration time, WAN bytes per iteration) and the transport model; the "
+           "outage is the probe's measured disruption.</p><table><tr><th>case</th><th>metric</th>"
+           "<th>measured</th><th>predicted</th><th>model</th></tr>"]
+    for r in rows:
+        out.append(f"<tr><td>{e(r['case'])}</td><td>{e(r['metric'])}</td>"
+                   f"<td>{fig(r['measured'], r['measured_outcome'])}</td>"
+                   f"<td>{fig(r['predicted'], r['predicted_outcome'])}</td><td class='note'>{e(r['detail'])}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _verdicts(all_cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     if not all_cases:
         return "<h2>Verdicts</h2><p>No case was recorded.</p>"
-    rows = [("<h2>Verdicts</h2><table class='verdicts'><tr><th>case</th><th>scenario</th><th>params</th>"
+    rows = [f"<h2>Verdicts</h2><p class='transport'>Transport in force: {transport_text(summary)}</p>",
+            ("<table class='verdicts'><tr><th>case</th><th>scenario</th><th>params</th>"
              "<th>verdict</th></tr>")]
     for i, c in enumerate(all_cases):
         v = str(c.get("verdict"))
@@ -318,7 +382,7 @@ def render(summary: dict[str, Any], snapshot: dict[str, Any] | None, snapshot_er
     parts = [(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>"),
              _testbed(summary, snapshot, snapshot_error), _run(summary, all_cases), _degraded(all_cases),
-             _comparison(comparison, comparison_error), _verdicts(all_cases), _repeats(summary)]
+             _comparison(comparison, comparison_error), _verdicts(all_cases, summary), _fidelity(summary), _repeats(summary)]
     if overview:
         parts.append("<h2>Across scenarios</h2>" + "".join(_img(p) for p in overview))
     parts.append("<h2>Cases</h2>")

@@ -35,6 +35,7 @@ from .capabilities import probe_pair, service
 from .profile import Profile, Trial
 from .report import RunReport
 from .runner import CaseRun, CaseRunner, JobSpec, ProbePlan, default_nodes
+from .transport import transport_in_force
 from .verdict import FAIL, check, verdict
 
 logger = logging.getLogger("dcilab.trial")
@@ -57,6 +58,9 @@ class Baseline:
     job_id: str
     error: str | None = None
     measured_at: float = 0.0          # time.monotonic() when it was measured
+    wan_bytes_per_iteration: float | None = None
+    """Bytes both gateways sent onto the WAN per iteration of the job (their WAN ports' counters over
+    the whole job, warm-up and rendezvous included): what ``dcilab predict`` scales loss events by."""
 
     @property
     def ok(self) -> bool:
@@ -66,7 +70,8 @@ class Baseline:
         return {"key": self.key, "job_id": self.job_id, "median_s": self.median_s,
                 "band": self.band.to_dict() if self.band else None, "outcome": self.outcome, "error": self.error,
                 "series": [p.to_dict() for p in self.series], "workload_args": self.spec.workload_args(),
-                "nodes": list(self.spec.nodes)}
+                "nodes": list(self.spec.nodes), "placement": self.spec.placement,
+                "wan_bytes_per_iteration": self.wan_bytes_per_iteration}
 
 
 class Faults:
@@ -114,7 +119,8 @@ class TrialSession:
         self.baselines: dict[tuple[Any, ...], Baseline] = {}
         self.unreachable: dict[str, str] = {}
         self.report = RunReport(self.report_dir, run_id, profile=profile.model_dump(mode="json"),
-                                testbed={"name": inv.name, "source": str(inv.source), "emulated": inv.is_emulated},
+                                testbed={"name": inv.name, "source": str(inv.source), "emulated": inv.is_emulated,
+                                         "transport": transport_in_force(inv)},
                                 options={**(options or {}), "dry_run": dry_run})
         self.faults = Faults(inv)
 
@@ -207,7 +213,9 @@ class TrialSession:
                                                time.monotonic())
                 return self.baselines[key]
             self.progress(f"{name}: measuring the baseline over the unimpaired testbed")
+            wan0 = self.wan_bytes()
             run = self.runner.run(name, "baseline", spec, timeout_s=self._timeout(spec.steps))
+            wan1 = self.wan_bytes()
             pts = analysis.steady(run.series)
             band = analysis.noise_band([x.duration_s for x in pts], p.noise.mad_k, p.noise.floor) if pts else None
             err = run.error or (None if run.status == "completed" else f"baseline job {run.status}: "
@@ -215,12 +223,26 @@ class TrialSession:
             if not err and band is not None and band.cv > p.noise.max_cv:
                 err = (f"the baseline's steady window is too noisy (robust CV {band.cv:.2f} > {p.noise.max_cv:.2f}, "
                        "noise.max_cv): was the machine busy?")
+            per_it = (wan1 - wan0) / len(run.series) if wan0 is not None and wan1 is not None \
+                and wan1 >= wan0 and run.series else None
             b = Baseline(name, spec, run.series, band.center_s if band and not err else None, band, run.outcome,
-                         run.job_id, err, time.monotonic())
+                         run.job_id, err, time.monotonic(), per_it)
             self.baselines[key] = b
             self.report.add_baseline(name, b.to_dict())
             self.off_baseline()
         return self.baselines[key]
+
+    def wan_bytes(self) -> int | None:
+        """Bytes both gateways of the service have sent onto the WAN (their WAN ports' tx counters);
+        None when a gateway cannot be read (the baseline is then recorded without it)."""
+        svc = self.inv.services[0] if self.inv.services else None
+        if svc is None:
+            return None
+        try:
+            return sum(self.tb.driver(gw).counters().tx_bytes for gw in (svc.a_end.gateway, svc.z_end.gateway))
+        except (DriverError, OSError, AttributeError) as exc:
+            logger.info("WAN byte counters not read: %s", exc)
+            return None
 
     def _timeout(self, steps: int) -> float:
         return self.profile.startup_timeout_s + steps * 60.0 + 120.0
@@ -273,9 +295,30 @@ class CaseContext:
                                 fault_at=self.fault_at if fault is not None else None, hold=hold,
                                 probe=self.probe_plan() if probe else None,
                                 timeout_s=self.s._timeout(steps))
+        self._qp_error_cause(run)
         self.runs.append(run)
         self.s.report.add_faults(self.name, run.conditions + run.faults)
         return run
+
+    def _qp_error_cause(self, run: CaseRun) -> None:
+        """A job the emulated line's transport model interrupted: the cause is the line's QP error
+        (what NCCL would have reported), the job's own symptom stays beside it."""
+        if run.status != "interrupted" or not self.s.inv.is_emulated:
+            return
+        from testbed.emulated_lab import qp_errors
+
+        errs = qp_errors(self.s.inv, run.started_ns / 1e9, run.ended_ns / 1e9 + 5.0)
+        if not errs:
+            return
+        e = errs[0]
+        o = run.outcome
+        o["job_cause"], o["job_detail"] = o.get("cause"), o.get("detail")
+        o["cause"] = "qp-error"
+        o["detail"] = (f"the emulated line's transport model: QP error ({e.get('cause')}) on {e.get('direction')} "
+                       f"after {float(e.get('stalled_ms') or 0) / 1000:.1f} s without progress (retry budget "
+                       f"{float(e.get('retry_budget_ms') or 0) / 1000:.1f} s); the job: {o['job_cause']}: {o['job_detail']}")
+        o["line_events"] = errs
+        self.s.progress(f"{self.name}: cause: {o['detail']}")
 
     # ---------------------------------------------------------------------------------- metrics
 
@@ -358,6 +401,7 @@ class CaseContext:
         for c in checks:
             self.record_property(f"criterion.{c.id}", f"{c.status}: {c.measured} ({c.op} {c.value}; "
                                                       f"trial {c.reference})")
+        self.record_property("transport", self.s.report.summary["testbed"]["transport"]["model"])
         for c in checks:
             self.s.progress(f"{self.name}: {c.line()}")
         if v == FAIL:

@@ -226,13 +226,19 @@ def bench_outage(ctl: LineControl, ms: float = 50.0, pps: float = 10000, secs: f
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("throughput", "delay", "loss", "outage"), action="append")
+    ap.add_argument("--transport", choices=("none", "roce-rc"), default="none",
+                    help="the line's transport model (roce-rc: the forwarder's cost with the model on and no "
+                    "fault; the loss figures then count errored, not lost, TCP frames)")
     args = ap.parse_args()
+    if args.transport != "none":
+        PAIR.config["transport"] = {"model": args.transport, "scale": 0.00125}
     if os.geteuid() != 0:
         print("bench_line: needs root (namespaces, TAPs)", file=sys.stderr)
         return 2
     results: list[bool] = []
     with PAIR as pair:
-        print(f"emulated line bench: {os.cpu_count()} CPUs, {NS_A} <-> {NS_B}, MTU {MTU}")
+        print(f"emulated line bench: {os.cpu_count()} CPUs, {NS_A} <-> {NS_B}, MTU {MTU}, "
+              f"transport model {args.transport}")
         todo = args.only or ["throughput", "delay", "loss", "outage"]
         for name in todo:
             results.append({"throughput": bench_throughput, "delay": bench_delay,

@@ -280,3 +280,30 @@ def test_the_control_plane_stays_plain_tcp(rc_loop: RcLoop) -> None:
     c = rc_loop.counters()
     assert c["outage_dropped"] == 2 and c["rc_stalled"] == 1
     assert [struct.unpack("!I", b[38:42])[0] for b in rc_loop.back] == [4242]   # only the data flow is reset
+
+
+@pytest.mark.parametrize("rc_loop", [{"timeout": 14}], indirect=True)
+def test_a_rate_change_loses_what_is_in_flight_and_the_qp_waits_for_its_timer(rc_loop: RcLoop) -> None:
+    rc_loop.shared.set_path(0, 0.2, 0.0, True)                       # 200 ms in the fibre: frames in flight
+    for i in range(5):
+        rc_loop.tx.send(tcp_frame(i))
+    time.sleep(0.05)
+    changed = time.monotonic()
+    rc_loop.shared.params[P_RATE] = 0.5e9                            # 800G -> 400G
+    rc_loop.tx.send(tcp_frame(5))
+    got = rc_loop.recv_all(0.5)
+    assert [g[1] for g in got] == list(range(6))                     # nothing lost: resent
+    assert min(r for *_, r in got) >= changed + roce.ack_timeout_s(14)   # after the timer, not after 200 ms
+    c = rc_loop.counters()
+    assert c["rc_stalled"] == 5 and c["rc_timeouts"] == 1
+
+
+@pytest.mark.parametrize("rc_loop", [{"timeout": 14}], indirect=True)
+def test_a_rate_change_with_nothing_in_flight_costs_nothing(rc_loop: RcLoop) -> None:
+    rc_loop.tx.send(tcp_frame(0))
+    assert len(rc_loop.recv_all(0.1)) == 1
+    rc_loop.shared.params[P_RATE] = 0.5e9
+    t0 = time.monotonic()
+    rc_loop.tx.send(tcp_frame(1))
+    (got,) = rc_loop.recv_all(0.1)
+    assert got[3] - t0 < roce.ack_timeout_s(14) and rc_loop.counters()["rc_stalled"] == 0

@@ -43,6 +43,7 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
     assert "[trial] test_bit_errors[pp-remote-4to1-ber1e-9]: iteration 7/12" in r.stdout   # live progress
     s = json.loads((rep / "summary.json").read_text())
     assert s["status"] == "completed" and s["testbed"]["emulated"] is True
+    assert s["testbed"]["transport"]["model"] == "roce-rc" and s["testbed"]["transport"]["modelled"] is True
     (case,) = s["cases"]
     q = load_trial().profile("quick")
     fault_at, steps = q.warmup + q.steady, q.warmup + q.steady + q.hold + q.after
@@ -74,6 +75,7 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
     assert all("error" not in v for v in snap["devices"].values()), snap["devices"]
     props = {p.get("name"): p.get("value") for p in ET.parse(rep / "junit.xml").iter("property")}
     assert "metric.mean_efficiency" in props and "criterion.bit-errors.slowdown" in props
+    assert props["transport"] == "roce-rc"
     at_baseline(inventory)
 
 

@@ -117,6 +117,8 @@ WAKE_S = 0.00005
 DRAIN_MAX = 4096
 """Most frames read in one go to size a backlog that straddles a fault edge."""
 
+MAX_FLOWS = 1024
+"""Flows a direction remembers (each by its last frame, up to an MTU) to reset them on a QP error."""
 RESET_S = 10.0
 """After its QP went to error, how long a direction answers the frames of the flows it reset with
 another reset (retransmissions, challenge ACKs); new flows pass as usual."""
@@ -374,6 +376,22 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             seq += 1
         local[rc_k + C_RCTIMEOUT] += 1
 
+    def rate_hit(now: float) -> None:
+        """The line's rate changed: the modelled frames in the fibre are lost and resent when the
+        QP's timer fires (roce.TransportConfig.rate_change_hit); nothing in flight, nothing lost."""
+        assert rc is not None
+        lost = [it for it in heap if not (dead and it[1] in dead) and it[2][12:14] == b"\x08\x00"
+                and it[2][23:24] == b"\x06" and rc.modelled(it[2][26:38], it[2])]
+        if not lost:
+            return
+        gone = {it[1] for it in lost}
+        heap[:] = [it for it in heap if it[1] not in gone]
+        heapq.heapify(heap)
+        for it in lost:
+            local[it[3] + C_RCSTALL] += 1
+        rc.hit(now, sorted(((it[2], it[3], it[4]) for it in lost), key=lambda x: x[2]))
+
+    last_rate = params[P_RATE]
     while True:
         now = mono()
         if params[P_EDGES] != edges:  # a fault was published: re-judge what is in the fibre first
@@ -412,6 +430,10 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
         # Read a burst; the line's state is sampled once per burst, its edges are instants.
         t_snap = mono()
         rate = params[P_RATE]
+        if rate != last_rate:
+            if rc is not None and rc.cfg.rate_change_hit and last_rate > 0.0 and rate > 0.0:
+                rate_hit(t_snap)
+            last_rate = rate
         buffer_s = params[P_BUFFER_S]
         out_until = params[P_OUTAGE_UNTIL]  # until before from: see Shared.set_path
         out_from = params[P_OUTAGE_FROM]
@@ -504,6 +526,8 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                                 pass
                         local[k + C_DROP] += 1
                         continue
+                if key not in rc.flows and len(rc.flows) >= MAX_FLOWS:
+                    rc.flows.clear()  # flows of jobs long gone: an active one is back with its next frame
                 rc.flows[key] = frame
                 rc_k, rc_delay = k, delay
             if out_from <= t_in < out_until or win_from <= t_in < win_until:

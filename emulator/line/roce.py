@@ -185,13 +185,19 @@ class TransportConfig:
     tail_loss: float = TAIL_LOSS
     abort_below_efficiency: float = ABORT_BELOW_EFFICIENCY
     scale: float = 1.0
+    rate_change_hit: bool = True
+    """A line rate change (800G -> 400G) loses what is in flight, as a transponder's modulation
+    change does unless it is hitless: a direction with modelled frames in the fibre then waits for
+    its ACK timer (the trial: DP-remote, one iteration +4.4 s; PP-remote, whose WAN is mostly idle,
+    none)."""
     control_ports: tuple[int, int] | None = None
     """TCP ports (a range, either end of a flow) of the training's control plane: torchrun's
     rendezvous and the c10d store, which a real cluster runs over TCP on its front-end network, not
     over the RDMA fabric.  Their flows stay plain TCP: neither held nor reset."""
 
     FIELDS = frozenset({"model", "timeout", "retry_cnt", "adaptive_retransmission", "mtu", "qp_gbps",
-                        "tail_loss", "abort_below_efficiency", "scale", "control_ports"})
+                        "tail_loss", "abort_below_efficiency", "scale", "control_ports",
+                        "rate_change_hit"})
 
     @property
     def enabled(self) -> bool:
@@ -223,6 +229,7 @@ class TransportConfig:
                 "qp_gbps": self.qp_gbps, "tail_loss": self.tail_loss,
                 "abort_below_efficiency": self.abort_below_efficiency, "scale": self.scale,
                 "control_ports": list(self.control_ports) if self.control_ports else None,
+                "rate_change_hit": self.rate_change_hit,
                 "ack_timeout_s": self.t_ack_s, "retry_budget_s": self.budget_s}
 
     @classmethod
@@ -256,6 +263,9 @@ class TransportConfig:
         adaptive = d.get("adaptive_retransmission", False)
         if not isinstance(adaptive, bool):
             raise ValueError(f"{where}adaptive_retransmission: must be true or false, got {adaptive!r}")  # noqa: TRY004
+        rate_hit = d.get("rate_change_hit", True)
+        if not isinstance(rate_hit, bool):
+            raise ValueError(f"{where}rate_change_hit: must be true or false, got {rate_hit!r}")  # noqa: TRY004
         ports = d.get("control_ports")
         if ports is not None:
             ok = isinstance(ports, (list, tuple)) and len(ports) == 2 and all(
@@ -273,4 +283,4 @@ class TransportConfig:
                    tail_loss=number("tail_loss", TAIL_LOSS, 0.0, 1.0),  # type: ignore[arg-type]
                    abort_below_efficiency=number("abort_below_efficiency", ABORT_BELOW_EFFICIENCY, 0.0, 1.0),  # type: ignore[arg-type]
                    scale=number("scale", 1.0, 0.0, 1.0, lo_open=True),  # type: ignore[arg-type]
-                   control_ports=ports)
+                   control_ports=ports, rate_change_hit=rate_hit)

@@ -125,6 +125,14 @@ class RcDirection:
             self.stall_end = end
         self.stalled.append((frame, k, t_in))
 
+    def hit(self, now: float, in_flight: list[tuple[bytes, int, float]]) -> None:
+        """An instant that loses what is in flight (a line rate change): the QP resends it, and
+        what follows, when its timer fires (a zero-length outage at ``now``)."""
+        if self.stall_since == INF:
+            self.stall_since, self.stall_end, self.stall_loss = now, now, False
+            self.pending = None
+        self.stalled.extend(in_flight)
+
     def release_at(self, t: float) -> float:
         """When the QP resends after a stall that ended at ``t`` (or its known end, if earlier)."""
         end = min(t, self.stall_end)

@@ -261,6 +261,7 @@ class Transport(Strict):
     qp_gbps: float | None = Field(None, gt=0, le=100000, description="rate one QP sends at (its window); default the line rate")
     tail_loss: float = Field(roce.TAIL_LOSS, ge=0, le=1,
                              description="share of loss events that wait for the ACK timer: 1 / packets per NCCL step")
+    rate_change_hit: bool = Field(True, description="a line rate change loses what is in flight (not hitless)")
     abort_below_efficiency: float = Field(roce.ABORT_BELOW_EFFICIENCY, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
 
 

@@ -307,3 +307,22 @@ def test_a_rate_change_with_nothing_in_flight_costs_nothing(rc_loop: RcLoop) -> 
     rc_loop.tx.send(tcp_frame(1))
     (got,) = rc_loop.recv_all(0.1)
     assert got[3] - t0 < roce.ack_timeout_s(14) and rc_loop.counters()["rc_stalled"] == 0
+
+
+def test_frames_released_after_a_stall_leave_at_the_line_rate() -> None:
+    """The resent window goes out at the line's rate: a burst of everything kept would overflow the
+    far TAP's queue and cost TCP a loss (and a backed-off RTO) of its own."""
+    lp = RcLoop(roce.TransportConfig(timeout=14, scale=0.00125), rate_bps=10e6)   # 1 kB: 0.81 ms
+    try:
+        now = time.monotonic()
+        lp.shared.params[P_OUTAGE_FROM] = now
+        lp.shared.params[P_OUTAGE_UNTIL] = now + 0.03
+        lp.shared.edges_published()
+        for i in range(20):
+            lp.tx.send(tcp_frame(i))
+        got = lp.recv_all(0.3)
+        assert [g[1] for g in got] == list(range(20)) and lp.counters()["rc_stalled"] == 20
+        spread = got[-1][3] - got[0][3]
+        assert spread >= 19 * (1054 + 4) * 8 / 10e6 * 0.9            # 19 frame times, not one burst
+    finally:
+        lp.close()

@@ -371,9 +371,12 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     def rc_resume(release: float) -> None:
         nonlocal seq
         assert rc is not None
+        rate = params[P_RATE]
         for f, kk, ti in sorted(rc.resume(release, rc_delay), key=lambda x: x[2]):
             push(heap, (rc.floor, seq, f, kk, ti, ti))
             seq += 1
+            if rate > 0.0:  # the resent window leaves at the line rate, not in one burst
+                rc.floor += (len(f) + FCS_BYTES) * 8 / rate
         local[rc_k + C_RCTIMEOUT] += 1
 
     def rate_hit(now: float) -> None:
@@ -594,8 +597,10 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                 else:
                     local[item[3] + C_RCTIMEOUT] += 1
             due = dep + delay
-            if due < rc.floor:
+            if due < rc.floor:  # behind a hold: queued, and leaving at the line rate once it ends
                 due = rc.floor
+                if rate > 0.0:
+                    rc.floor += bits / rate
             if ber > 0.0 and rc.loss_event(bits, ber):
                 local[k + C_RCHOLD] += 1
                 if rc.no_progress(ber, rate, delay):  # sustained loss: no useful progress from here

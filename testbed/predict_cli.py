@@ -119,6 +119,13 @@ def _workloads(args: argparse.Namespace, summary: dict[str, Any] | None) -> list
     return loads
 
 
+def _cell(p: dict[str, Any]) -> str:
+    """One prediction in a table: efficiency and iteration time, or interrupted."""
+    if p["outcome"] == "interrupted":
+        return f"{'interrupted':>24}"
+    return f"{p['efficiency']:>10.3f} ({p['iteration_s']:7.2f} s)  "
+
+
 def _fig(x: object) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
@@ -177,24 +184,14 @@ def _print(r: dict[str, Any], loads: list[Any], line: Any, alarm: float) -> None
               f"per iteration ({w.source})")
     print("\nBER        " + "".join(f"{w.placement:>24}" for w in loads))
     for i, b in enumerate(r["ber"][loads[0].placement]):
-        cells = []
-        for w in loads:
-            p = r["ber"][w.placement][i]
-            cells.append(f"{'interrupted':>24}" if p["outcome"] == "interrupted"
-                         else f"{p['efficiency']:>10.3f} ({p['iteration_s']:7.2f} s)  ")
-        print(f"{b['ber']:<11.1e}" + "".join(cells))
+        print(f"{b['ber']:<11.1e}" + "".join(_cell(r["ber"][w.placement][i]) for w in loads))
     for w in loads:
         lim = r["limits"][w.placement]
         print(f"{w.placement}: efficiency below {alarm:g} from BER {_sci(lim['alarm'])}; training stops from BER "
               f"{_sci(lim['stop'])}")
     print("\noutage       " + "".join(f"{w.placement:>24}" for w in loads))
     for i, o in enumerate(r["outages"][loads[0].placement]):
-        cells = []
-        for w in loads:
-            p = r["outages"][w.placement][i]
-            cells.append(f"{'interrupted':>24}" if p["outcome"] == "interrupted"
-                         else f"{p['efficiency']:>10.3f} ({p['iteration_s']:7.2f} s)  ")
-        print(f"{o['outage_ms']:>8g} ms  " + "".join(cells))
+        print(f"{o['outage_ms']:>8g} ms  " + "".join(_cell(r["outages"][w.placement][i]) for w in loads))
     if r["vs_measured"]:
         print("\npredicted vs measured (this run's cases)")
         for v in r["vs_measured"]:

@@ -344,6 +344,16 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
     rc_k = 0  # counter base of the path the last modelled frame took
     rc_delay = 0.0
 
+    def send_reset(frame: bytes, k: int) -> None:
+        """Answer the sender of ``frame`` with a TCP RST in its own sequence space (tcpreset.py)."""
+        r = rst_to_sender(frame)
+        if r is not None:
+            try:
+                wr(in_fd, r)
+                local[k + C_RCRST] += 1
+            except OSError:
+                pass
+
     def qp_reset(now: float, own: bool, cause: int) -> None:
         """The QP went to error: drop what the model kept and reset this side's flows."""
         nonlocal qp_seen, dirty
@@ -353,13 +363,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
         for _, kk, _ in dropped:
             local[kk + C_DROP] += 1
         for f in last:
-            r = rst_to_sender(f)
-            if r is not None:
-                try:
-                    wr(in_fd, r)
-                    local[rc_k + C_RCRST] += 1
-                except OSError:
-                    pass
+            send_reset(f, rc_k)
         if own:
             params[P_QPERR_AT + direction] = now
             params[P_QPERR_CAUSE + direction] = float(cause)
@@ -520,13 +524,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                     if now > rc.reset_until:
                         rc.resetting = set()
                     elif key in rc.resetting:  # a flow of the failed QP: answer it again, drop it
-                        r = rst_to_sender(frame)
-                        if r is not None:
-                            try:
-                                wr(in_fd, r)
-                                local[k + C_RCRST] += 1
-                            except OSError:
-                                pass
+                        send_reset(frame, k)
                         local[k + C_DROP] += 1
                         continue
                 if key not in rc.flows and len(rc.flows) >= MAX_FLOWS:

@@ -153,16 +153,23 @@ def workloads_from_summary(summary: dict[str, Any]) -> list[Workload]:
     return out
 
 
+def per_placement(loads: list[Workload]) -> list[Workload]:
+    """One workload per placement: the last baseline measured (a run re-measures a stale one)."""
+    return list({w.placement: w for w in loads}.values())
+
+
 def predicted_vs_measured(summary: dict[str, Any], line: Line) -> list[dict[str, Any]]:
     """Each measured bit-error, switchover and reroute case beside what the model predicts from the
-    same run's baseline (the outage length is the probe's measured disruption)."""
-    loads = {w.placement: w for w in workloads_from_summary(summary)}
+    baseline it was judged against (the outage length is the probe's measured disruption)."""
+    loads = workloads_from_summary(summary)
+    by_key = {w.source: w for w in loads}
+    latest = {w.placement: w for w in loads}
     rows = []
     for c in summary.get("cases") or []:
         if not isinstance(c, dict):
             continue
         params, m = c.get("params") or {}, c.get("metrics") or {}
-        w = loads.get(params.get("placement"))
+        w = by_key.get((c.get("baseline") or {}).get("key")) or latest.get(params.get("placement"))
         status = (c.get("outcome") or {}).get("status")
         if w is None:
             continue

@@ -100,7 +100,7 @@ def _line(args: argparse.Namespace, summary: dict[str, Any] | None) -> tuple[Any
 
 
 def _workloads(args: argparse.Namespace, summary: dict[str, Any] | None) -> list[Any]:
-    from testbed.predict import Workload, workloads_from_summary
+    from testbed.predict import Workload, per_placement, workloads_from_summary
 
     if (args.iteration_s is None) != (args.wan_gb is None):
         raise PredictError("--iteration-s and --wan-gb go together (an iteration's time and the real GB crossing "
@@ -111,7 +111,7 @@ def _workloads(args: argparse.Namespace, summary: dict[str, Any] | None) -> list
         return [Workload(args.placement, args.iteration_s, args.wan_gb * 1e9, "given")]
     if summary is None:
         raise PredictError("give a RUN_DIR (a finished run), or --iteration-s S --wan-gb GB for a workload")
-    loads = workloads_from_summary(summary)
+    loads = per_placement(workloads_from_summary(summary))
     if not loads:
         raise PredictError(f"{args.run_dir}/summary.json: no baseline with an iteration time and WAN bytes per "
                            "iteration (runs before dcilab recorded them, or a baseline that failed): give "

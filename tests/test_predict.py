@@ -103,3 +103,15 @@ def test_predict_on_a_real_gear_inventory_needs_no_lab() -> None:
 def test_bad_input_names_the_field(args: list[str], msg: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "-i", str(ROOT / "inventory" / "lab.example.yaml"), *args]) == 4
     assert msg in capsys.readouterr().err
+
+
+def test_a_remeasured_baseline_gives_one_workload_and_each_case_its_own(tmp_path: Path) -> None:
+    s = json.loads((summary(tmp_path) / "summary.json").read_text())
+    s["baselines"]["baseline-tiny-tp1-pp2-dp2-pp-remote-2"] = {"median_s": 5.0, "placement": "pp-remote",
+                                                               "wan_bytes_per_iteration": 8.4e6}
+    s["cases"][2]["baseline"] = {"key": "baseline-tiny-tp1-pp2-dp2-pp-remote-2"}
+    loads = pr.per_placement(pr.workloads_from_summary(s))
+    assert [(w.placement, w.iteration_s) for w in loads] == [("pp-remote", 5.0)]     # the latest
+    line = pr.Line(800, 329, roce.TransportConfig())
+    sw = [v for v in pr.predicted_vs_measured(s, line) if "switchover" in v["case"]][0]
+    assert sw["predicted"] == pytest.approx(5.0 / (5.0 + roce.ack_timeout_s(20)))     # its own baseline

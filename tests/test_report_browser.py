@@ -197,6 +197,8 @@ def test_report_opens_without_errors_and_shows_verdicts_and_plots(rendered: Rend
     want = [{"case": case_label(c, i), "verdict": c["verdict"], "cls": c["verdict"]}
             for i, c in enumerate(summary["cases"])]
     assert rows == want
+    caption = page.evaluate(f"{VERDICT_TABLE}.caption.textContent")
+    assert caption.startswith("Transport in force: not recorded"), caption   # a summary from before the model
 
     imgs = page.evaluate("[...document.images].map(i => ({ok: i.complete && i.naturalWidth > 0, "
                          "w: i.naturalWidth, alt: i.alt}))")

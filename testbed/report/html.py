@@ -24,6 +24,7 @@ th{background:#f2f2f2}
 .planned,.observed,.skip{background:#f5f5f5}
 .banner{border:2px solid #c00;background:#fee;padding:.5em 1em;margin:1em 0}
 .note{color:#555;font-size:.85em}
+caption.transport{text-align:left;color:#333;padding:.3em 0}
 img{max-width:100%}
 figure{margin:1em 0}
 /* report.pdf: A4, the wide verdict table on landscape pages, one case per page with its figures */
@@ -231,9 +232,9 @@ def _predicted(summary: dict[str, Any]) -> str:
 def _verdicts(all_cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     if not all_cases:
         return "<h2>Verdicts</h2><p>No case was recorded.</p>"
-    rows = [f"<h2>Verdicts</h2><p class='transport'>Transport in force: {transport_text(summary)}</p>",
-            ("<table class='verdicts'><tr><th>case</th><th>scenario</th><th>params</th>"
-             "<th>verdict</th></tr>")]
+    rows = [("<h2>Verdicts</h2><table class='verdicts'>"
+             f"<caption class='transport'>Transport in force: {transport_text(summary)}</caption>"
+             "<tr><th>case</th><th>scenario</th><th>params</th><th>verdict</th></tr>")]
     for i, c in enumerate(all_cases):
         v = str(c.get("verdict"))
         notes = [str(p) for p in lst(c.get("problems"))] + ([str(c["error"])] if c.get("error") else [])

@@ -398,6 +398,19 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             local[it[3] + C_RCSTALL] += 1
         rc.hit(now, sorted(((it[2], it[3], it[4]) for it in lost), key=lambda x: x[2]))
 
+    def judge_outages(t: float, first: int, nxt: int, switch_at: float, win_from: float, win_until: float,
+                      out_from: float, out_until: float) -> None:
+        """outage_hold active: an outage that has begun stalls this direction from its start, frames
+        or not (RcDirection.outage); a cut's stall ends once the path in use is up again."""
+        assert rc is not None
+        pb = P_PATHS + P_STRIDE * (nxt if t >= switch_at else first)
+        d_until, d_from = params[pb + 3], params[pb + 2]  # until before from: see Shared.set_path
+        for start, end in ((out_from, out_until), (win_from, win_until), (d_from, d_until)):
+            if start <= t and start < end:
+                rc.outage(start, end)
+        if rc.stalled_now and rc.stall_end == inf and not rc.stall_loss and not d_from <= t < d_until:
+            rc.stall_end = t
+
     last_rate = params[P_RATE]
     while True:
         now = mono()
@@ -449,6 +462,8 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
             prog = cand
         a0, a1, switch_at, win_from, win_until = prog
         first, nxt = int(a0), int(a1)
+        if rc is not None and rc.cfg.outage_hold == "active":
+            judge_outages(t_snap, first, nxt, switch_at, win_from, win_until, out_from, out_until)
         active = -1
         delay = ber = 0.0
         down_from = down_until = inf
@@ -530,6 +545,7 @@ def run_direction(in_fd: int, out_fd: int, shared: Shared, direction: int, read_
                 if key not in rc.flows and len(rc.flows) >= MAX_FLOWS:
                     rc.flows.clear()  # flows of jobs long gone: an active one is back with its next frame
                 rc.flows[key] = frame
+                rc.last_in = t_in
                 rc_k, rc_delay = k, delay
             if out_from <= t_in < out_until or win_from <= t_in < win_until:
                 if tcp:

@@ -59,6 +59,8 @@ lost ~8 times in a row, which is negligible; the trial's abort needs burst error
 excessive-retransmission shutdown, which this rule stands for [model, calibrated on the trial]."""
 
 MODELS = ("roce-rc", "none")
+OUTAGE_HOLDS = ("active", "in-flight")
+"""TransportConfig.outage_hold: which QPs an outage holds until their ACK timer fires."""
 MAX_TIMEOUT = 31
 MAX_RETRY_CNT = 7
 
@@ -190,6 +192,15 @@ class TransportConfig:
     change does unless it is hitless: a direction with modelled frames in the fibre then waits for
     its ACK timer (the trial: DP-remote, one iteration +4.4 s; PP-remote, whose WAN is mostly idle,
     none)."""
+    outage_hold: str = "active"
+    """Which QPs an outage (a protection switch, a cut, an operator outage) holds until their ACK
+    timer fires.  ``active`` (default): every direction that carried modelled traffic within the
+    last ACK timeout, whether or not a frame of it was in the fibre at that instant.  The lab's
+    direction stands for the trial's many QPs (16 GPUs a site, several NCCL channels each), some of
+    which always have packets outstanding, and the iteration waits for the slowest of them; the
+    trial's 50 ms switchover hit one iteration.  ``in-flight``: only a direction with a modelled frame
+    in the fibre or entering during the outage (one QP, strictly); on the lab's sparse traffic the
+    switchover then hits some runs and misses others."""
     control_ports: tuple[int, int] | None = None
     """TCP ports (a range, either end of a flow) of the training's control plane: torchrun's
     rendezvous and the c10d store, which a real cluster runs over TCP on its front-end network, not
@@ -197,7 +208,7 @@ class TransportConfig:
 
     FIELDS = frozenset({"model", "timeout", "retry_cnt", "adaptive_retransmission", "mtu", "qp_gbps",
                         "tail_loss", "abort_below_efficiency", "scale", "control_ports",
-                        "rate_change_hit"})
+                        "rate_change_hit", "outage_hold"})
 
     @property
     def enabled(self) -> bool:
@@ -229,7 +240,7 @@ class TransportConfig:
                 "qp_gbps": self.qp_gbps, "tail_loss": self.tail_loss,
                 "abort_below_efficiency": self.abort_below_efficiency, "scale": self.scale,
                 "control_ports": list(self.control_ports) if self.control_ports else None,
-                "rate_change_hit": self.rate_change_hit,
+                "rate_change_hit": self.rate_change_hit, "outage_hold": self.outage_hold,
                 "ack_timeout_s": self.t_ack_s, "retry_budget_s": self.budget_s}
 
     @classmethod
@@ -266,6 +277,9 @@ class TransportConfig:
         rate_hit = d.get("rate_change_hit", True)
         if not isinstance(rate_hit, bool):
             raise ValueError(f"{where}rate_change_hit: must be true or false, got {rate_hit!r}")  # noqa: TRY004
+        hold = d.get("outage_hold", "active")
+        if hold not in OUTAGE_HOLDS:
+            raise ValueError(f"{where}outage_hold: must be one of {', '.join(OUTAGE_HOLDS)}, got {hold!r}")
         ports = d.get("control_ports")
         if ports is not None:
             ok = isinstance(ports, (list, tuple)) and len(ports) == 2 and all(
@@ -283,4 +297,4 @@ class TransportConfig:
                    tail_loss=number("tail_loss", TAIL_LOSS, 0.0, 1.0),  # type: ignore[arg-type]
                    abort_below_efficiency=number("abort_below_efficiency", ABORT_BELOW_EFFICIENCY, 0.0, 1.0),  # type: ignore[arg-type]
                    scale=number("scale", 1.0, 0.0, 1.0, lo_open=True),  # type: ignore[arg-type]
-                   control_ports=ports, rate_change_hit=rate_hit)
+                   control_ports=ports, rate_change_hit=rate_hit, outage_hold=hold)

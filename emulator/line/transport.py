@@ -48,6 +48,10 @@ class RcDirection:
         self.stall_end = INF
         self.stall_loss = False
         self.stalled: list[tuple[bytes, int, float]] = []   # (frame, counter base, entry)
+        self.last_in = -INF
+        """When the last modelled frame entered this direction (outage_hold: active)."""
+        self.outage_seen = -INF
+        """The start of the last outage this direction has judged (each is judged once)."""
         self.pending: tuple[float, float, tuple[float, int, bytes, int, float, float]] | None = None
         """(natural due, provisional due, heap item) of a loss whose NAK waits for the next frame."""
         self.flows: dict[bytes, bytes] = {}
@@ -124,6 +128,23 @@ class RcDirection:
         elif end > self.stall_end or self.stall_end == INF:
             self.stall_end = end
         self.stalled.append((frame, k, t_in))
+
+    def outage(self, start: float, end: float) -> bool:
+        """An outage began at ``start`` (ends ``end``, inf if unknown), seen by the loop at or after
+        its start.  Under ``outage_hold: active`` a direction that carried modelled traffic within
+        the last ACK timeout stalls from ``start`` even with nothing in the fibre: its later frames
+        wait for the ACK timer (see roce.TransportConfig.outage_hold).  Returns whether it stalled."""
+        if start <= self.outage_seen:
+            return False
+        self.outage_seen = start
+        if self.cfg.outage_hold != "active" or self.resetting or start - self.last_in > self.t_ack:
+            return False
+        if self.stall_since == INF:
+            self.stall_since, self.stall_end, self.stall_loss = start, end, False
+            self.pending = None
+        elif end > self.stall_end:
+            self.stall_end = end
+        return True
 
     def hit(self, now: float, in_flight: list[tuple[bytes, int, float]]) -> None:
         """An instant that loses what is in flight (a line rate change): the QP resends it, and

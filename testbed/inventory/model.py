@@ -262,6 +262,9 @@ class Transport(Strict):
     tail_loss: float = Field(roce.TAIL_LOSS, ge=0, le=1,
                              description="share of loss events that wait for the ACK timer: 1 / packets per NCCL step")
     rate_change_hit: bool = Field(True, description="a line rate change loses what is in flight (not hitless)")
+    outage_hold: Literal["active", "in-flight"] = Field(
+        "active", description="which QPs an outage holds until their ACK timer: any that carried traffic within the "
+                              "last ACK timeout (the trial's many QPs), or only those with a frame in flight")
     abort_below_efficiency: float = Field(roce.ABORT_BELOW_EFFICIENCY, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
 
 

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +269,39 @@ def test_sigterm_in_the_block_undoes_and_the_old_handler_comes_back(lab: Lab) ->
     with interrupts_as_exceptions(), pytest.raises(Interrupted):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_during_the_undo_waits_for_every_step_with_a_trials_threads_alive(lab: Lab, tmp_path: Path) -> None:
+    """A trial has threads besides the main one (the metrics writer's pump and spool, paramiko's
+    transports, job log readers); the kernel may hand a process-directed SIGTERM to any of them.
+    The undo must still run every step, and the signal raise only once it is done."""
+    from testbed.metrics.writer import MetricsWriter
+    writer = MetricsWriter("http://127.0.0.1:9", spool_dir=tmp_path / "spool")   # nothing listens: it spools
+    idle = threading.Event()
+    reader = threading.Thread(target=idle.wait, name="job-log-reader", daemon=True)
+    reader.start()
+    steps: list[str] = []
+
+    class Signalling(FakeGear):
+        def set_line_rate(self, gbps: int) -> str:
+            if gbps == 800:                        # the undo: SIGTERM arrives while its first step runs
+                if not steps:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)                # a device call in progress; other threads run meanwhile
+                steps.append(self.name)
+            return super().set_line_rate(gbps)
+    tb = Testbed(load_inventory(EMULATED), connect=lambda inv, n: Signalling(lab.state, n, lab.jdir), journal=lab.jdir)
+    try:
+        assert threading.active_count() >= 3
+        with pytest.raises(Interrupted) as e:
+            with BandwidthDrop("dci-otn", 400).applied(tb):
+                pass
+        assert e.value.signum == signal.SIGTERM
+        assert steps == ["dc-a-otn", "dc-b-otn"]                       # both undo steps ran
+        assert lab.s["rate"] == {"dc-a-otn": 800, "dc-b-otn": 800} and not list(lab.jdir.glob("*.json"))
+    finally:
+        idle.set()
+        writer.close()
 
 
 def test_a_rejected_apply_is_undone_and_a_failed_undo_keeps_the_journal(lab: Lab) -> None:

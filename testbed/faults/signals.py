@@ -42,13 +42,26 @@ def interrupts_as_exceptions() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back (they stay pending) while an undo runs; they are delivered, and
-    raise, once the block is left.  Every device call has a timeout, so this cannot hang forever."""
+    """Hold SIGINT/SIGTERM back while an undo runs; they are delivered, and raise, once the block is
+    left.  Every device call has a timeout, so this cannot hang forever.
+
+    The handlers themselves are swapped for one that only records the signal: blocking it in the
+    main thread (pthread_sigmask) is not enough, because the kernel then delivers a process-directed
+    signal to another thread (paramiko's, the metrics writer's, a job's log reader) and CPython still
+    runs the Python handler in the main thread, in the middle of the undo."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    pending: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    previous = {s: signal.signal(s, record) for s in SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(pending):      # each once, in the order they came
+            signal.raise_signal(s)             # the previous handler: Interrupted, the default, or ignored

@@ -629,3 +629,25 @@ def test_stop_is_prompt(keys):
     wait_for(lambda: not mgr.connected)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+
+
+def test_an_entity_reference_behind_a_dtd_is_refused_and_running_stays_parseable(server, m):
+    """An undeclared &x; passes lxml unresolved when a DOCTYPE is present; stored by a replace, it
+    made every later get-config unparseable and the persisted datastore unloadable."""
+    t, ch = _raw_session(server)
+    try:
+        fr = Framer(ch)
+        fr.read_message()
+        ch.sendall(f'<hello xmlns="{NC}"><capabilities><capability>urn:ietf:params:netconf:base:1.1'
+                   f"</capability></capabilities></hello>".encode() + EOM)
+        fr.use_chunked()
+        fr.write_message(
+            (f'<!DOCTYPE rpc SYSTEM "x.dtd"><rpc message-id="e1" xmlns="{NC}"><edit-config><target><running/></target>'
+             f'<config><system xmlns="{SYS_NS}" xmlns:nc="{NC}" nc:operation="replace"><hostname>a&x;b</hostname>'
+             f"</system></config></edit-config></rpc>").encode())
+        r = etree.fromstring(fr.read_message())
+        assert r.get("message-id") == "e1" and r.findtext(f".//{{{NC}}}error-tag") == "malformed-message"
+    finally:
+        t.close()
+    reply = m.get_config(source="running")                   # ncclient parses it: nothing was stored
+    assert texts(reply, "hostname") == ["otn-a"]

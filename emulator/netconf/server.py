@@ -189,6 +189,13 @@ class Session:
             m = _MSGID_RE.search(msg[:4096])
             fake = etree.Element(qn("rpc"), {"message-id": m.group(2).decode("utf-8", "replace")}) if m else None
             return self._reply(fake, [RpcError("malformed-message", f"malformed XML: {e}", type="rpc")])
+        if rpc.getroottree().docinfo.doctype or next(rpc.iter(etree.Entity), None) is not None:
+            # A DTD lets an undeclared entity reference through the parser unresolved; stored in
+            # running, it would make every later get-config unparseable and the saved datastore
+            # unloadable. NETCONF messages carry neither (RFC 6241 3: XML without a DTD).
+            fake = etree.Element(qn("rpc"), {"message-id": rpc.get("message-id")}) if rpc.get("message-id") else None
+            return self._reply(fake, [RpcError("malformed-message", "a NETCONF message carries no DTD or entity "
+                                                                    "reference", type="rpc")])
         if rpc.tag != qn("rpc"):
             return self._reply(None, [RpcError("malformed-message", f"expected <rpc>, got <{rpc.tag}>", type="rpc")])
         if rpc.get("message-id") is None:

@@ -203,6 +203,30 @@ def test_framer_partial_and_bad_chunks():
             fr.read_message()
 
 
+def test_a_flood_of_one_byte_chunks_is_refused_and_memory_is_the_payload():
+    """1M one-byte chunks cost ~42 MB and seconds of CPU when each chunk was a bytes object and
+    the input was trimmed per chunk; now the message is one buffer and the chunk count is capped."""
+    class S:
+        def __init__(self, data: bytes, piece: int = 65536):
+            self.data, self.piece, self.at = data, piece, 0
+
+        def recv(self, n):
+            out = self.data[self.at:self.at + min(n, self.piece)]
+            self.at += len(out)
+            return out
+
+    many = b"\n#1\nx" * 10_000 + b"\n##\n"
+    fr = Framer(S(many))
+    fr.use_chunked()
+    assert fr.read_message() == b"x" * 10_000                       # a message of many chunks is fine
+    fr = Framer(S(b"\n#1\nx" * 70_000 + b"\n##\n"), max_chunks=65536)
+    fr.use_chunked()
+    with pytest.raises(FramingError, match="more than 65536 chunks"):
+        fr.read_message()
+    assert isinstance(fr._msg, bytearray) and len(fr._msg) == 65536   # the payload, one buffer
+    assert len(fr._buf) < 65536 + 6                                  # the input consumed as parsed
+
+
 # --- subtree filtering --------------------------------------------------------------------------
 def test_get_config_subtree_filter(m):
     # select one list entry by its key, with a selection node
@@ -651,3 +675,63 @@ def test_an_entity_reference_behind_a_dtd_is_refused_and_running_stays_parseable
         t.close()
     reply = m.get_config(source="running")                   # ncclient parses it: nothing was stored
     assert texts(reply, "hostname") == ["otn-a"]
+
+
+@pytest.fixture
+def small_server(keys, home):
+    made = []
+
+    def make(**kw):
+        srv = NetconfServer("127.0.0.1", 0, str(keys / "host_key"), authorized_keys=str(keys / "authorized_keys"),
+                            password_checker=lambda u, p: (u, p) == (USER, PASSWORD), initial_config=INITIAL, **kw)
+        made.append(srv.start())
+        return srv
+    try:
+        yield make
+    finally:
+        for srv in made:
+            srv.stop()
+
+
+def _hello_11(ch):
+    fr = Framer(ch)
+    fr.read_message()
+    ch.sendall(f'<hello xmlns="{NC}"><capabilities><capability>urn:ietf:params:netconf:base:1.1'
+               f"</capability></capabilities></hello>".encode() + EOM)
+    fr.use_chunked()
+    return fr
+
+
+def test_sessions_are_capped_at_the_devices_limit(small_server):
+    """A device serves a bounded number of sessions (a thread each): the third is closed at accept."""
+    srv = small_server(max_sessions=2)
+    t1, _ = _raw_session(srv)
+    t2, _ = _raw_session(srv)
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+            _raw_session(srv)
+    finally:
+        t1.close()
+        t2.close()
+    wait_for(lambda: srv._connections == 0)
+    t3, _ = _raw_session(srv)                                        # a slot is free again
+    t3.close()
+
+
+def test_a_silent_session_is_closed_and_a_notification_listener_is_kept(small_server):
+    srv = small_server(idle_timeout_s=0.5)
+    t1, ch1 = _raw_session(srv)
+    t2, ch2 = _raw_session(srv)
+    try:
+        fr1, fr2 = _hello_11(ch1), _hello_11(ch2)
+        fr1.write_message(f'<rpc message-id="1" xmlns="{NC}"><get/></rpc>'.encode())
+        assert etree.fromstring(fr1.read_message()).find(f"{{{NC}}}data") is not None
+        fr2.write_message(f'<rpc message-id="1" xmlns="{NC}"><create-subscription '
+                          f'xmlns="urn:ietf:params:xml:ns:netconf:notification:1.0"/></rpc>'.encode())
+        assert etree.fromstring(fr2.read_message()).find(f"{{{NC}}}ok") is not None
+        wait_for(lambda: len(srv.sessions) == 1)                     # the silent one went, after 0.5 s
+        assert [s.subscribed for s in srv.sessions.values()] == [True]
+        assert fr1.read_message() is None                            # its channel is closed
+    finally:
+        t1.close()
+        t2.close()

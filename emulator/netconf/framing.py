@@ -27,14 +27,17 @@ class Framer:
     Robust to partial reads: bytes left over after a message stay buffered for the next one.
     """
 
-    def __init__(self, stream, *, max_message: int = 64 * 1024 * 1024):
+    def __init__(self, stream, *, max_message: int = 64 * 1024 * 1024, max_chunks: int = 65536):
         self.stream = stream
         self.chunked = False
         self.max_message = max_message
+        self.max_chunks = max_chunks
+        """Chunks in one message: a client splits a message into a few (ncclient: one); a million
+        one-byte chunks is an attack on the reader's CPU, refused (RFC 6242 sets no minimum size)."""
         self._buf = bytearray()
         self._scan = 0  # EOM search resumes here
-        self._parts: list[bytes] = []
-        self._parts_len = 0
+        self._msg = bytearray()     # the chunks of the message being read, joined as they come
+        self._chunks = 0
 
     def use_chunked(self) -> None:
         self.chunked = True
@@ -50,7 +53,7 @@ class Framer:
             if not data:
                 return None
             self._buf += data
-            if len(self._buf) + self._parts_len > self.max_message:
+            if len(self._buf) + len(self._msg) > self.max_message:
                 raise FramingError("message too large")
 
     def _parse_eom(self) -> bytes | None:
@@ -64,47 +67,56 @@ class Framer:
         return msg
 
     def _parse_chunked(self) -> bytes | None:
+        """Chunks are copied into one buffer as they come (memory = the payload) and the input is
+        consumed once per call (not once per chunk, which is quadratic in the chunk count)."""
         buf = self._buf
-        while True:
-            n = len(buf)
-            if n == 0:
-                return None
-            # every frame starts with "\n#"
-            head = bytes(buf[:2])
-            if head != b"\n#"[: len(head)]:
-                raise FramingError(f"bad chunk header {bytes(buf[:16])!r}")
-            if n < 3:
-                return None
-            if buf[2:3] == b"#":  # end-of-chunks
-                if n < 4:
+        pos = 0
+        try:
+            while True:
+                n = len(buf) - pos
+                if n == 0:
                     return None
-                if buf[3:4] != b"\n":
-                    raise FramingError("bad end-of-chunks marker")
-                del buf[:4]
-                if not self._parts:
-                    raise FramingError("end-of-chunks without a chunk")
-                msg = b"".join(self._parts)
-                self._parts, self._parts_len = [], 0
-                return msg
-            nl = buf.find(b"\n", 2, 14)
-            if nl < 0:
-                if n >= 13:
-                    raise FramingError("chunk size too long")
-                partial = bytes(buf[2:n])
-                if not partial.isdigit() or partial[:1] == b"0":
-                    raise FramingError(f"bad chunk size {partial!r}")
-                return None
-            digits = bytes(buf[2:nl])
-            if not _CHUNK_SIZE_RE.fullmatch(digits) or int(digits) > MAX_CHUNK:
-                raise FramingError(f"bad chunk size {digits!r}")
-            size = int(digits)
-            if size > self.max_message:
-                raise FramingError("chunk too large")
-            if n < nl + 1 + size:
-                return None
-            self._parts.append(bytes(buf[nl + 1 : nl + 1 + size]))
-            self._parts_len += size
-            del buf[: nl + 1 + size]
+                # every frame starts with "\n#"
+                head = bytes(buf[pos:pos + 2])
+                if head != b"\n#"[: len(head)]:
+                    raise FramingError(f"bad chunk header {bytes(buf[pos:pos + 16])!r}")
+                if n < 3:
+                    return None
+                if buf[pos + 2:pos + 3] == b"#":  # end-of-chunks
+                    if n < 4:
+                        return None
+                    if buf[pos + 3:pos + 4] != b"\n":
+                        raise FramingError("bad end-of-chunks marker")
+                    pos += 4
+                    if not self._chunks:
+                        raise FramingError("end-of-chunks without a chunk")
+                    msg = bytes(self._msg)
+                    self._msg, self._chunks = bytearray(), 0
+                    return msg
+                nl = buf.find(b"\n", pos + 2, pos + 14)
+                if nl < 0:
+                    if n >= 13:
+                        raise FramingError("chunk size too long")
+                    partial = bytes(buf[pos + 2:])
+                    if not partial.isdigit() or partial[:1] == b"0":
+                        raise FramingError(f"bad chunk size {partial!r}")
+                    return None
+                digits = bytes(buf[pos + 2:nl])
+                if not _CHUNK_SIZE_RE.fullmatch(digits) or int(digits) > MAX_CHUNK:
+                    raise FramingError(f"bad chunk size {digits!r}")
+                size = int(digits)
+                if size + len(self._msg) > self.max_message:
+                    raise FramingError("chunk too large")
+                if len(buf) < nl + 1 + size:
+                    return None
+                if self._chunks >= self.max_chunks:
+                    raise FramingError(f"more than {self.max_chunks} chunks in one message")
+                self._msg += buf[nl + 1:nl + 1 + size]
+                self._chunks += 1
+                pos = nl + 1 + size
+        finally:
+            if pos:
+                del buf[:pos]
 
     # --- writing -----------------------------------------------------------------------------
     def frame(self, data: bytes) -> bytes:

@@ -46,6 +46,8 @@ DEFAULT_CAPABILITIES = [
     CAP + "interleave:1.0",
 ]
 _MSGID_RE = re.compile(rb"""<(?:\w+:)?rpc\s[^>]*?message-id\s*=\s*(["'])([^"'<>&]*)\1""")
+HELLO_TIMEOUT_S = 60.0
+"""How long a new session may take to send its hello."""
 _PARSER_KW = {"resolve_entities": False, "no_network": True, "remove_blank_text": True, "huge_tree": False}
 
 # handler(session, rpc_operation_element) -> None (ok) | element | list of elements (appended to the reply)
@@ -149,6 +151,7 @@ class Session:
     # --- the session loop ------------------------------------------------------------------
     def run(self) -> None:
         try:
+            self.channel.settimeout(min(HELLO_TIMEOUT_S, self.server.idle_timeout_s))
             self.send(build_hello(self.server.capabilities, self.id))
             msg = self.framer.read_message()
             if msg is None:
@@ -164,8 +167,15 @@ class Session:
             self.client_capabilities = caps
             if BASE_11 in caps and BASE_11 in self.server.capabilities:
                 self.framer.use_chunked()
+            self.channel.settimeout(self.server.idle_timeout_s)
             while not self.closed:
-                msg = self.framer.read_message()
+                try:
+                    msg = self.framer.read_message()
+                except TimeoutError:
+                    if self.subscribed:  # a notification listener is quiet by design
+                        continue
+                    log.info("session %s: idle for %.0f s; closing", self.id, self.server.idle_timeout_s)
+                    break
                 if msg is None:
                     break
                 reply = self.handle(msg)
@@ -260,6 +270,8 @@ class NetconfServer:
         capabilities: Iterable[str] = (),
         state_provider=None,
         persist_path: str | None = None,
+        max_sessions: int = 32,
+        idle_timeout_s: float = 3600.0,
     ):
         self.host = host
         self.port = port
@@ -278,6 +290,12 @@ class NetconfServer:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.max_sessions = max_sessions
+        self._connections = 0
+        """SSH connections at once (a thread each); more are closed at accept, as a device's
+        session limit does."""
+        self.idle_timeout_s = idle_timeout_s
+        """A session that sends nothing for this long is closed (unless it listens to notifications)."""
 
     @staticmethod
     def _host_key(path):
@@ -354,12 +372,26 @@ class NetconfServer:
                 conn, addr = self._sock.accept()
             except (OSError, ValueError):
                 break
+            with self._lock:
+                full = self._connections >= self.max_sessions
+                if not full:
+                    self._connections += 1
+            if full:
+                log.info("connection from %s refused: %d sessions already", addr, self.max_sessions)
+                conn.close()
+                continue
             t = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True, name=f"netconf-conn-{addr}")
             t.start()
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
 
     def _serve_connection(self, conn: socket.socket) -> None:
-        transport = paramiko.Transport(conn)
+        try:
+            transport = paramiko.Transport(conn)
+        except Exception:  # e.g. the peer already gone: nothing to serve
+            conn.close()
+            with self._lock:
+                self._connections -= 1
+            return
         with self._lock:
             self._transports.add(transport)
         try:
@@ -386,6 +418,7 @@ class NetconfServer:
             transport.close()
             with self._lock:
                 self._transports.discard(transport)
+                self._connections -= 1
 
     def _session_ended(self, session: Session) -> None:
         with self._lock:

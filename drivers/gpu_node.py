@@ -5,6 +5,7 @@ then checked), even when the job forks workers.  Host keys: RejectPolicy + a pin
 from __future__ import annotations
 
 import queue
+import re
 import shlex
 import threading
 import time
@@ -137,6 +138,18 @@ class GpuNode:
                 s.get(remote, local)
             except OSError as exc:
                 raise EditRejected(f"download {remote}: {exc}", self.name) from None
+
+    def private_dir(self, prefix: str, parent: str = "/tmp") -> str:
+        """A new folder only this login can use (``mktemp -d``: mode 0700, a name nobody can
+        guess, created atomically), for code and logs a job unpacks on the node: a fixed
+        ``/tmp/<name>`` could be created first by another user of the node, whose code would then
+        run as this login."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
+            raise ValueError(f"private_dir prefix {prefix!r}: letters, digits, '_', '.', '-' only")
+        path = self.check(f"mktemp -d {shlex.quote(parent)}/{prefix}.XXXXXXXXXX", timeout=15).stdout.strip()
+        if not path.startswith(parent.rstrip("/") + "/" + prefix + ".") or "\n" in path:
+            raise EditRejected(f"mktemp -d returned {path!r}", self.name)
+        return path
 
     def start(self, cmd: str, log_path: str, on_line: Callable[[str], None] | None = None,
               env: dict[str, str] | None = None) -> RemoteJob:

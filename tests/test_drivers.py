@@ -4,7 +4,10 @@ resolution errors, normalisation of protection and PM."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from lxml import etree
 from drivers import SshTarget, open_socket
 from drivers.errors import DeviceUnreachable, Unsupported
 from drivers.facts import modules_from_capabilities, parse_node_facts
+from drivers.gpu_node import GpuNode, RunResult
 from drivers.gateway import DIALECTS, shaping_kbps_for_ratio
 from drivers.gateway.base import cli_errors, parse, parse_counters, render
 from drivers.otn import check_rate, q_from_ber
@@ -230,3 +234,30 @@ def test_node_facts_parse_and_name_what_is_wrong() -> None:
         parse_node_facts("Traceback (most recent call last):\n  ImportError: boom\n")
     with pytest.raises(ValueError, match="unreadable facts .*KeyError"):
         parse_node_facts('DCILAB-FACTS {"hostname": "x"}')
+
+
+class LocalShellNode(GpuNode):
+    """GpuNode.run through this machine's own shell: the real mktemp, not an SSH server."""
+
+    def __init__(self) -> None:  # no connection
+        self.name = "local"
+
+    def run(self, cmd: str, timeout: float = 60.0) -> RunResult:
+        p = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=timeout, check=False)
+        return RunResult(p.returncode, p.stdout, p.stderr, 0.0)
+
+
+def test_a_nodes_private_dir_is_new_unguessable_and_only_ours(tmp_path: Path) -> None:
+    """Jobs and the probe unpack code into it: another user of the node who pre-creates the folder
+    (or a symlink) at the name a fixed path would have used must not get our code run from theirs."""
+    node = LocalShellNode()
+    squatted = tmp_path / "dcilab-probe-abc"
+    squatted.mkdir(mode=0o777)                                     # another user got there first
+    a = node.private_dir("dcilab-probe-abc", parent=str(tmp_path))
+    b = node.private_dir("dcilab-probe-abc", parent=str(tmp_path))
+    assert a != b and Path(a).parent == tmp_path and Path(a) != squatted
+    assert Path(a).name.startswith("dcilab-probe-abc.") and len(Path(a).name) == len("dcilab-probe-abc.") + 10
+    st = os.stat(a)
+    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.getuid() and not os.path.islink(a)
+    with pytest.raises(ValueError, match="prefix"):
+        node.private_dir("../x", parent=str(tmp_path))

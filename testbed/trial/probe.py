@@ -75,6 +75,7 @@ class ServiceProbe:
         self.tag = uuid.uuid4().hex[:8]
         self.stream = 1 + int(self.tag, 16) % 60000     # also marks this probe's processes on the nodes
         self.nodes: dict[str, GpuNode] = {}
+        self._dirs: dict[str, str] = {}
         self.jobs: dict[str, RemoteJob] = {}
         self.lines: dict[str, list[str]] = {src: [], dst: []}
         self._ready = threading.Event()
@@ -91,14 +92,19 @@ class ServiceProbe:
         py = shlex.quote(self.inv.node_python(self.inv.device(name)))
         if not self.ship:
             return f"cd {shlex.quote(str(ROOT))} && PYTHONPATH={shlex.quote(str(ROOT))} {py} -m drivers.probe"
-        remote = f"/tmp/dcilab-probe/{self.tag}"
+        remote = shlex.quote(self._workdir(node, name))
         with tempfile.NamedTemporaryFile(suffix=".tar.gz") as f:
             f.write(_probe_tar())
             f.flush()
-            node.check(f"mkdir -p {remote}", timeout=15)
-            node.put(f.name, f"{remote}/probe.tar.gz")
+            node.put(f.name, f"{self._workdir(node, name)}/probe.tar.gz")
             node.check(f"cd {remote} && tar xzf probe.tar.gz", timeout=30)
         return f"cd {remote} && PYTHONPATH={remote} {py} -m drivers.probe"
+
+    def _workdir(self, node: GpuNode, name: str) -> str:
+        """This probe's private folder on ``name`` (its code and logs; GpuNode.private_dir)."""
+        if name not in self._dirs:
+            self._dirs[name] = node.private_dir(f"dcilab-probe-{self.tag}")
+        return self._dirs[name]
 
     def _on_line(self, name: str) -> Callable[[str], None]:
         def cb(line: str) -> None:
@@ -120,7 +126,7 @@ class ServiceProbe:
             cmd = (f"{self._prefix(rx, self.dst)} recv --iface {self._iface(self.dst)} --duration "
                    f"{self.duration_s + 5:g} --first-seq 0 --rate-pps {self.rate_pps:g} --stream {self.stream} "
                    f"--gap-threshold-ms {self.gap_threshold_ms:g} --realtime")
-            self.jobs[self.dst] = rx.start(cmd, f"/tmp/dcilab-probe-{self.tag}-recv.log", self._on_line(self.dst))
+            self.jobs[self.dst] = rx.start(cmd, f"{self._workdir(rx, self.dst)}/recv.log", self._on_line(self.dst))
             if not self._ready.wait(30):
                 raise ProbeFailed(f"probe receiver on {self.dst} not ready within 30 s: "
                                   f"{' | '.join(self.lines[self.dst][-5:]) or 'no output'}")
@@ -130,7 +136,7 @@ class ServiceProbe:
                    f"--rate-pps {self.rate_pps:g} --duration {self.duration_s:g} --size {self.size} "
                    f"--stream {self.stream} --realtime --spin-us 20")
             self.started_ns = time.time_ns()
-            self.jobs[self.src] = tx.start(cmd, f"/tmp/dcilab-probe-{self.tag}-send.log", self._on_line(self.src))
+            self.jobs[self.src] = tx.start(cmd, f"{self._workdir(tx, self.src)}/send.log", self._on_line(self.src))
             self.log(f"probe {self.src} -> {self.dst}: {self.rate_pps:g} pps for {self.duration_s:g} s")
         except (DriverError, OSError) as exc:
             self.close()

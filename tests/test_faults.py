@@ -25,6 +25,7 @@ from drivers.roadm import Degree, Restoration
 from testbed.cli import main
 from testbed.faults import (BandwidthDrop, BitErrors, ConvergenceRatio, FaultRefused, FiberCut, Interrupted, Journal, ProtectionSwitch,
                             Testbed, UndoFailed, check_baseline, interrupts_as_exceptions, restore)
+from testbed.faults.journal import Step
 from testbed.inventory import InventoryError, load_inventory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,6 +365,31 @@ def test_restore_replays_the_journal_of_a_sigkilled_process(lab: Lab, capsys: py
     assert again.ok and again.actions == []
     out = capsys.readouterr().out
     assert "BandwidthDrop" in out and "baseline reached" in out
+
+
+def test_restore_checks_the_journal_again_and_one_corrupt_file_does_not_stop_it(lab: Lab) -> None:
+    """The journal is a file: restore sends nothing the inventory's allow-list would refuse, and a
+    corrupt entry is reported while the others are still replayed."""
+    inv = load_inventory(EMULATED)
+    j = Journal(lab.jdir)
+    s = lab.s
+    s["rate"]["dc-a-otn"] = 400                                       # a genuine fault left behind
+    lab.state.write_text(json.dumps(s))
+    j.add("BandwidthDrop", "dci-otn->400G", [], [Step("dc-a-otn", "set_line_rate", {"gbps": 800})], str(inv.source))
+    j.add("Forged", "x", [], [Step("dc-a-gpu1", "set_line_rate", {"gbps": 800})], str(inv.source))   # not allowed
+    j.add("Forged", "y", [], [Step("dc-b-otn", "run_shell", {"cmd": "reboot"})], str(inv.source))  # no such op
+    j.add("Other", "z", [], [Step("dc-b-otn", "set_line_rate", {"gbps": 800})], "/elsewhere/lab.yaml")
+    (lab.jdir / "0-corrupt.json").write_text('{"id": "truncated by a full disk", "undo": [')
+    rep = restore(inv, connect=lab.connect, journal=j, log=lambda m: None)
+    assert lab.s["rate"] == {"dc-a-otn": 800, "dc-b-otn": 800}       # the genuine entry was replayed
+    assert lab.connected.count("dc-a-gpu1") == 0                     # the forged ones sent nothing
+    text = "\n".join(rep.problems)
+    assert "0-corrupt.json: unreadable" in text
+    assert "dc-a-gpu1: not allowed for fault injection" in text
+    assert "unknown operation 'run_shell'" in text
+    assert "journaled with inventory /elsewhere/lab.yaml" in text
+    left = sorted(p.name for p in lab.jdir.glob("*.json"))
+    assert len(left) == 4 and "0-corrupt.json" in left               # kept for a human; the replayed one cleared
 
 
 def test_restore_fails_with_the_reason_when_the_baseline_is_not_reached(lab: Lab) -> None:

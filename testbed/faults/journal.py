@@ -113,15 +113,27 @@ class Journal:
         _fsync_dir(self.dir)
 
     def entries(self) -> list[Entry]:
-        """Every journaled fault, oldest first (an unreadable file is reported, not skipped)."""
+        """Every readable journaled fault, oldest first (see :meth:`scan` for the unreadable ones)."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[Entry], list[tuple[Path, str]]]:
+        """Every journaled fault, oldest first, and every file that is not a readable entry with
+        why: one corrupt file must not stop the restore of the others."""
         if not self.dir.is_dir():
-            return []
-        out = []
+            return [], []
+        out, broken = [], []
         for p in sorted(self.dir.glob("*.json")):
-            d = json.loads(p.read_text(encoding="utf-8"))
-            e = Entry(d["id"], d["kind"], d["target"], [Step.from_dict(s) for s in d["undo"]],
-                      [Step.from_dict(s) for s in d.get("apply", [])], d.get("inventory", ""), d.get("pid", 0),
-                      d.get("host", ""), d.get("created_wall_ns", 0), d.get("state", "applying"))
+            try:
+                d = json.loads(p.read_text(encoding="utf-8"))
+                e = Entry(str(d["id"]), str(d["kind"]), str(d["target"]), [Step.from_dict(s) for s in d["undo"]],
+                          [Step.from_dict(s) for s in d.get("apply", [])], str(d.get("inventory", "")),
+                          int(d.get("pid", 0)), str(d.get("host", "")), int(d.get("created_wall_ns", 0)),
+                          str(d.get("state", "applying")))
+                if not all(isinstance(s.device, str) and isinstance(s.op, str) for s in e.undo):
+                    raise TypeError("an undo step's device or op is not a string")
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                broken.append((p, f"{type(exc).__name__}: {exc}"))
+                continue
             e.path = p
             out.append(e)
-        return sorted(out, key=lambda e: e.created_wall_ns)
+        return sorted(out, key=lambda e: e.created_wall_ns), broken

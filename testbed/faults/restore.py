@@ -15,8 +15,8 @@ from drivers.errors import DriverError
 from testbed.inventory import Inventory
 
 from .catalogue import Testbed
-from .journal import Journal
-from .ops import FaultError, execute, roadm_paths
+from .journal import Entry, Journal
+from .ops import OPS, FaultError, execute, roadm_paths
 
 
 @dataclass
@@ -40,11 +40,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def untrusted_steps(inv: Inventory, e: Entry) -> list[str]:
+    """Why the entry's undo may not be sent to this inventory's gear (empty: it may): the journal
+    is a file anyone with access to the state folder can edit, so each step is checked again against
+    the inventory's allow-list and the known operations, as the fault was when it was applied."""
+    out = []
+    for s in e.undo:
+        try:
+            d = inv.device(s.device)
+        except KeyError:
+            out.append(f"{s.device}: no such device in inventory {inv.name!r}")
+            continue
+        if not d.fault_injection:
+            out.append(f"{s.device}: not allowed for fault injection (fault_injection: false)")
+        if s.op not in OPS:
+            out.append(f"{s.device}: unknown operation {s.op!r}")
+        path = s.args.get("path")
+        if path is not None:
+            fp = next((p for p in inv.fiber_paths if p.name == path), None)
+            if fp is None or not fp.fault_injection:
+                out.append(f"{s.device}: fiber path {path!r} is not in the inventory or not allowed for fault injection")
+    return out
+
+
 def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool = False,
            log: Callable[[str], None] = print) -> None:
-    entries = tb.journal.entries()
-    if not entries:
+    entries, broken = tb.journal.scan()
+    for path, why in broken:
+        rep.problems.append(f"journal {path}: unreadable ({why}); nothing replayed from it: read it, undo by hand "
+                            "what it names, then delete it")
+        log(f"journal {path.name}: UNREADABLE ({why})")
+    if not entries and not broken:
         log(f"journal {tb.journal.dir}: no active faults")
+    here = str(tb.inv.source or tb.inv.name)
     for e in entries:
         owner_alive = e.host == socket.gethostname() and e.pid != os.getpid() and _alive(e.pid)
         log(f"journal {e.path.name}: {e.kind} {e.target}, state {e.state}, written by pid {e.pid} on {e.host}"
@@ -52,6 +80,16 @@ def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool =
         if owner_alive and not force:
             rep.problems.append(f"{e.kind} {e.target}: its process {e.pid} is still running and will undo it "
                                 "itself; stop it, or pass --force")
+            continue
+        if e.inventory and e.inventory != here and not force:
+            rep.problems.append(f"{e.kind} {e.target}: journaled with inventory {e.inventory}, not {here}: run "
+                                f"`dcilab lab restore --inventory {e.inventory}` (or pass --force)")
+            continue
+        refused = untrusted_steps(tb.inv, e)
+        if refused:
+            rep.problems.append(f"{e.kind} {e.target}: undo refused, nothing sent ({'; '.join(refused)}); journal "
+                                f"entry kept at {e.path}")
+            log(f"  REFUSED: {'; '.join(refused)}")
             continue
         failed = False
         for s in e.undo:
@@ -62,7 +100,7 @@ def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool =
                 execute(s, tb.driver(s.device))
                 rep.actions.append(f"{e.kind} {e.target}: {s}")
                 log(f"  undo ok     {s}")
-            except (DriverError, FaultError, OSError) as exc:
+            except (DriverError, FaultError, OSError, TypeError, ValueError) as exc:
                 failed = True
                 rep.problems.append(f"{e.kind} {e.target}: {s}: {exc}")
                 log(f"  undo FAILED {s}: {exc}")

@@ -262,6 +262,13 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
     except ProfileError as exc:
         pytest.exit(str(exc), returncode=4)
     say = _progress(config)
+    if not dry:      # one run at a time on a testbed, from before the lab comes up until it is down
+        from testbed.lock import EXIT_BUSY, TestbedBusy, TestbedLock
+        try:
+            lock = TestbedLock(inventory, config.option.run_id).acquire()
+        except TestbedBusy as exc:
+            pytest.exit(f"dcilab: {exc}", returncode=EXIT_BUSY)
+        config.add_cleanup(lock.release)
     plan = None
     was_up = True
     if inventory.is_emulated and not dry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -735,3 +736,19 @@ def test_a_silent_session_is_closed_and_a_notification_listener_is_kept(small_se
     finally:
         t1.close()
         t2.close()
+
+
+def test_a_saved_datastore_is_fsynced_before_and_after_its_rename(tmp_path, monkeypatch):
+    """A device's saved configuration survives a power cut whole: file fsynced, renamed, folder fsynced."""
+    from emulator.netconf import datastore
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+    monkeypatch.setattr(datastore.os, "fsync", fsync)
+    path = tmp_path / "running.xml"
+    datastore.save_durably(str(path), b"<data/>")
+    assert path.read_bytes() == b"<data/>" and not (tmp_path / "running.xml.tmp").exists()
+    assert calls == [str(tmp_path / "running.xml.tmp"), str(tmp_path)]

@@ -392,6 +392,36 @@ def test_restore_checks_the_journal_again_and_one_corrupt_file_does_not_stop_it(
     assert len(left) == 4 and "0-corrupt.json" in left               # kept for a human; the replayed one cleared
 
 
+def test_restore_stops_the_journaled_job_of_a_dead_controller_on_every_node(lab: Lab) -> None:
+    """A TrainingJob journals `stop_job` for each node before it starts (testbed/jobs/launcher.py);
+    restore TERMs and KILLs the run's processes by its id, and a node still showing them keeps
+    the entry.  stop_job is for GPU nodes only."""
+    class Node:
+        def __init__(self, name: str, left: str = "") -> None:
+            self.name, self.left, self.cmds = name, left, []
+
+        def run(self, cmd: str, timeout: float = 60.0) -> Any:
+            self.cmds.append(cmd)
+            return type("R", (), {"rc": 0, "stdout": self.left if cmd.startswith("pgrep -af") else "", "stderr": ""})()
+
+        def close(self) -> None:
+            pass
+    nodes = {"dc-a-gpu1": Node("dc-a-gpu1"), "dc-b-gpu1": Node("dc-b-gpu1", "4242 python -m workload.train --run-id r-7")}
+    inv = load_inventory(EMULATED)
+    j = Journal(lab.jdir)
+    j.add("TrainingJob", "r-7", [], [Step(n, "stop_job", {"run_id": "r-7"}) for n in nodes], str(inv.source))
+    j.add("TrainingJob", "r-8", [], [Step("dc-a-otn", "stop_job", {"run_id": "r-8"})], str(inv.source))
+    rep = restore(inv, connect=lambda i, n: nodes[n] if n in nodes else lab.connect(i, n), journal=j,
+                  log=lambda m: None)
+    for n in nodes.values():
+        assert any(c.startswith("pkill -TERM -f") and "r-7" in c for c in n.cmds)
+        assert any("pkill -KILL -f" in c for c in n.cmds)
+    text = "\n".join(rep.problems)
+    assert "processes of run r-7 still there" in text and "4242" in text         # dc-b-gpu1 would not die
+    assert "dc-a-otn: stop_job is for GPU nodes" in text
+    assert len(list(lab.jdir.glob("*.json"))) == 2                              # both kept
+
+
 def test_restore_fails_with_the_reason_when_the_baseline_is_not_reached(lab: Lab) -> None:
     s = lab.s
     s["active"], s["request"] = "protection", "force"           # left behind without a journal entry

@@ -6,10 +6,17 @@ the adapter.  Every test checks that nothing of the job is left on any node."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +43,10 @@ def export(url: str, match: str) -> list[dict]:
 
 
 def nothing_left(job: TrainingJob) -> None:
+    from testbed.faults import Journal
+    from testbed.faults.journal import journal_dir
     assert job.outcome is not None and job.outcome.leftovers == {}
+    assert not [e for e in Journal(journal_dir(job.inv)).entries() if e.target == job.run_id]   # stopped: unjournaled
     # independent check, in every node's namespace, with fresh connections
     from testbed.connect import connect_gpu_node
     for name in NODES:
@@ -200,3 +210,48 @@ def test_megatron_adapter_on_an_external_command(emulated_lab, inventory, tmp_pa
             break
         time.sleep(0.5)
     assert n == 5
+
+
+CONTROLLER = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{root!r}]
+    from testbed.inventory import load_inventory
+    from testbed.jobs import TrainingJob
+    job = TrainingJob(load_inventory({inv!r}), {nodes!r}, {args!r}, {run_id!r}, report_dir={rd!r}, metrics=None,
+                      pg_timeout_s=30)
+    job.start()
+    job.wait_for_iteration_start(1, 180)
+    print("training", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_the_job_of_a_sigkilled_controller_is_stopped_by_lab_restore(emulated_lab, inventory, tmp_path):
+    """SIGKILL of the controller's process group mid-job leaves torchrun and its workers training
+    on the nodes (their output goes on through tee); the job was journaled before it started, so
+    `lab restore` stops it on every node and clears the entry."""
+    from testbed.connect import connect_gpu_node
+    from testbed.faults import Journal, restore
+    from testbed.faults.journal import journal_dir
+    root = str(Path(__file__).resolve().parents[1])
+    run_id = rid("orphan")
+    code = CONTROLLER.format(root=root, inv=str(inventory.source), nodes=NODES, run_id=run_id, rd=str(tmp_path / "r"),
+                             args=BASE + ["--placement", "pp-remote", "--steps", "500"])
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert select.select([p.stdout], [], [], 240)[0], "the controller did not start its job in time"
+        assert p.stdout.readline().strip() == "training"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+    def running(name: str) -> str:
+        with connect_gpu_node(inventory, name) as n:
+            return n.run(f"pgrep -af '[r]un-id {run_id}( |$)'; true").stdout.strip()
+    assert running("dc-b-gpu1"), "the orphaned job should still be training before the restore"
+    jobs = [e for e in Journal(journal_dir(inventory)).entries() if e.target == run_id]
+    assert [e.kind for e in jobs] == ["TrainingJob"]
+    rep = restore(inventory, log=lambda m: None)
+    assert rep.ok, (rep.problems, rep.baseline)
+    assert {n: running(n) for n in NODES} == dict.fromkeys(NODES, "")
+    assert not [e for e in Journal(journal_dir(inventory)).entries() if e.target == run_id]

@@ -46,7 +46,18 @@ OPS: dict[str, Any] = {
     "clear_ber": lambda d, path: d.clear_ber(path),
     "set_wan_shaping": lambda d, rate_kbps: d.set_wan_shaping(int(rate_kbps)),
     "clear_wan_shaping": lambda d: d.clear_wan_shaping(),
+    "stop_job": lambda d, run_id: _stop_job(d, run_id),
 }
+JOB_OPS = frozenset({"stop_job"})
+"""Operations on GPU nodes that end the trial's own jobs: allowed without fault_injection."""
+
+
+def _stop_job(node: Any, run_id: str) -> list[str]:
+    from testbed.jobs.cleanup import stop_run
+    left = stop_run(node, str(run_id))
+    if left:
+        raise FaultError(f"processes of run {run_id} still there after TERM and KILL: {'; '.join(left)[:300]}")
+    return left
 
 
 def execute(step: Step, driver: Any) -> Any:

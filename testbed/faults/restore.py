@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.errors import DriverError
-from testbed.inventory import Inventory
+from testbed.inventory import DeviceKind, Inventory
 
 from .catalogue import Testbed
 from .journal import Entry, Journal
-from .ops import OPS, FaultError, execute, roadm_paths
+from .ops import JOB_OPS, OPS, FaultError, execute, roadm_paths
 
 
 @dataclass
@@ -51,7 +51,10 @@ def untrusted_steps(inv: Inventory, e: Entry) -> list[str]:
         except KeyError:
             out.append(f"{s.device}: no such device in inventory {inv.name!r}")
             continue
-        if not d.fault_injection:
+        if s.op in JOB_OPS:         # stopping the trial's own job on a GPU node: no fault
+            if d.kind != DeviceKind.GPU_NODE:
+                out.append(f"{s.device}: {s.op} is for GPU nodes, this is a {d.kind.value}")
+        elif not d.fault_injection:
             out.append(f"{s.device}: not allowed for fault injection (fault_injection: false)")
         if s.op not in OPS:
             out.append(f"{s.device}: unknown operation {s.op!r}")

@@ -70,6 +70,7 @@ from typing import Any
 from drivers.gpu_node import GpuNode, RemoteJob
 from testbed.inventory import DeviceKind, Inventory
 from testbed.jobs import events as ev
+from testbed.jobs.cleanup import run_pattern
 from testbed.jobs.events import IterationEvent, IterationParser, JsonLineParser, NodeEvidence
 
 logger = logging.getLogger("dcilab.jobs")
@@ -221,6 +222,8 @@ class TrainingJob:
         self._watchdog: threading.Thread | None = None
         self._stopped = False
         self._stop_lock = threading.Lock()
+        self._journal: Any = None
+        self._journal_entry: Any = None
         self.on_event: Callable[[IterationEvent], None] | None = None
 
     # ---------------------------------------------------------------------------------- input
@@ -323,6 +326,7 @@ class TrainingJob:
                 t.join()
             if errors:
                 raise JobError("cannot connect to " + "; ".join(f"{n}: {e}" for n, e in errors.items()))
+            self._journal_job()
             if self.ship:
                 self._ship()
             for spec in self.specs:
@@ -338,6 +342,20 @@ class TrainingJob:
         self._watchdog = threading.Thread(target=self._watch, name=f"job-watchdog-{self.run_id}", daemon=True)
         self._watchdog.start()
         return self
+
+    def _journal_job(self) -> None:
+        """Journal the job with the faults before any process starts: if this controller dies
+        (SIGKILL, a crash), ``dcilab lab restore`` stops it on every node (testbed/jobs/cleanup.py);
+        the entry goes once :meth:`stop` has found nothing of it left."""
+        from testbed.faults.journal import Journal, Step, journal_dir
+        self._journal = Journal(journal_dir(self.inv))
+        undo = [Step(s.name, "stop_job", {"run_id": self.run_id}, "TERM, then KILL, every process of the run")
+                for s in self.specs]
+        try:
+            self._journal_entry = self._journal.add("TrainingJob", self.run_id, [], undo,
+                                                    str(self.inv.source or self.inv.name))
+        except OSError as exc:
+            raise JobError(f"cannot journal the job in {self._journal.dir}: {exc}") from None
 
     def _ship(self) -> None:
         """Put the workload package into ``remote_dir`` on every node (real nodes: the node's own torch)."""
@@ -550,8 +568,7 @@ class TrainingJob:
     # ---------------------------------------------------------------------------------- stop
 
     def _pattern(self) -> str:
-        # the [r] keeps pgrep's own shell out of the match
-        return "[r]un-id[= ]" + self.run_id + "( |$)"
+        return run_pattern(self.run_id)
 
     def leftovers(self) -> dict[str, list[str]]:
         """Per node: processes whose command line carries this run's id (``pgrep -af``)."""
@@ -602,6 +619,12 @@ class TrainingJob:
             for t in ts:
                 t.join(60)
             self._left = {n: v for n, v in self.leftovers().items() if v}
+            if self._journal_entry is not None and not self._left and len(self.nodes) == len(self.specs):
+                try:       # stopped for sure on every node: nothing for `lab restore` to do
+                    self._journal.remove(self._journal_entry)
+                    self._journal_entry = None
+                except OSError as exc:
+                    logger.warning("jobs: %s: cannot clear its journal entry: %s", self.run_id, exc)
             for n, e in errs.items():
                 logger.warning("jobs: stopping %s on %s: %s", self.run_id, n, e)
             if self._left:

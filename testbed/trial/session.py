@@ -136,8 +136,10 @@ class TrialSession:
             self.report.set(unreachable=self.unreachable)
             self.progress("devices not answering: " + "; ".join(f"{k}: {v}" for k, v in self.unreachable.items()))
         off = self.off_baseline()
-        if off:
-            self.progress("testbed off its baseline: " + "; ".join(off) + " -> restoring from the journal")
+        entries, broken = self.tb.journal.scan()
+        if off or entries or broken:   # a dead run's faults, or its job still training on the nodes
+            why = off + [f"journaled {e.kind} {e.target}" for e in entries] + [f"unreadable {p}" for p, _ in broken]
+            self.progress("testbed off its baseline: " + "; ".join(why) + " -> restoring from the journal")
             restore(self.inv, log=self.progress)
             off = self.off_baseline()
         if off:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from drivers.errors import EditRejected
 from testbed.inventory import load_inventory
 from testbed.jobs import (CONNECTION_RESET, INTERRUPTED, NODE_START, PG_TIMEOUT, RANK_EXIT, RENDEZVOUS, JobError,
                           JsonLineParser, MegatronParser, NodeEvidence, TrainingJob, classify, evidence_complete,
@@ -302,3 +303,32 @@ def test_a_run_that_completes_is_completed_although_torchruns_log_rendezvous_err
         job.jobs[n].eof.set()
     out = job.wait(5)
     assert out.ok and out.exit_codes == dict.fromkeys(NODES, 0), out
+
+
+def test_a_real_nodes_job_folder_is_private_and_unguessable(tmp_path):
+    """On real nodes the job unpacks and runs code from its folder: a fixed /tmp path could be
+    created first by another user of the node.  Each job gets a fresh name and an exclusive
+    ``mkdir -m 700`` (no -p) that fails if the folder is already there."""
+    real = load_inventory(ROOT / "inventory" / "lab.example.yaml")
+    nodes = [d.name for d in real.devices if d.kind.value == "gpu_node"][:2]
+    a = TrainingJob(real, nodes, ["--model", "test"], "r-1", report_dir=tmp_path / "a", metrics=None)
+    b = TrainingJob(real, nodes, ["--model", "test"], "r-1", report_dir=tmp_path / "b", metrics=None)
+    assert a.remote_dir != b.remote_dir and a.remote_dir.startswith("/tmp/dcilab-job-r-1.")
+
+    class Node:
+        def __init__(self, exists: bool = False) -> None:
+            self.cmds, self.exists = [], exists
+
+        def check(self, cmd: str, timeout: float = 60.0) -> None:
+            self.cmds.append(cmd)
+            if self.exists:
+                raise EditRejected(f"{cmd!r} exited 1: mkdir: cannot create directory: File exists", "node")
+    a.nodes = {nodes[0]: Node(), nodes[1]: Node()}
+    a._make_private_dirs()
+    assert [n.cmds for n in a.nodes.values()] == [[f"umask 077 && mkdir -m 700 -- {a.remote_dir}"]] * 2
+    a.nodes = {nodes[0]: Node(), nodes[1]: Node(exists=True)}
+    with pytest.raises(JobError, match=f"{nodes[1]}: cannot create the job's private folder"):
+        a._make_private_dirs()
+    emulated = TrainingJob(load_inventory(ROOT / "inventory" / "emulated.yaml"), ["dc-a-gpu1", "dc-b-gpu1"],
+                           ["--model", "test"], "r-2", report_dir=tmp_path / "c", metrics=None)
+    assert emulated.remote_dir == str(tmp_path / "c" / "node") and not emulated._private_dir

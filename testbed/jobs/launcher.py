@@ -56,6 +56,7 @@ import io
 import logging
 import queue
 import re
+import secrets
 import shlex
 import statistics
 import tarfile
@@ -67,6 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.errors import DriverError
 from drivers.gpu_node import GpuNode, RemoteJob
 from testbed.inventory import DeviceKind, Inventory
 from testbed.jobs import events as ev
@@ -197,8 +199,12 @@ class TrainingJob:
         self.rdzv_port = rdzv_port
         self.socket_ifname = ("fab0" if inv.is_emulated else None) if socket_ifname == "auto" else socket_ifname
         self.ship = (not inv.is_emulated) if ship is None else ship
+        # Real nodes: a folder of this job's own, created with mode 0700 by an exclusive mkdir
+        # under a name nobody can guess: a fixed /tmp/dcilab-jobs/<run id> could be created first by
+        # another user of the node, whose code would then run as the controller's login.
+        self._private_dir = remote_dir is None and not inv.is_emulated
         self.remote_dir = remote_dir or (str(self.report_dir / "node") if inv.is_emulated
-                                         else f"/tmp/dcilab-jobs/{run_id}")
+                                         else f"/tmp/dcilab-job-{run_id}.{secrets.token_hex(8)}")
         self.extra_env = dict(env or {})
         self._connect = connect
         self._metrics_arg, self._spool_dir = metrics, spool_dir
@@ -327,6 +333,8 @@ class TrainingJob:
             if errors:
                 raise JobError("cannot connect to " + "; ".join(f"{n}: {e}" for n, e in errors.items()))
             self._journal_job()
+            if self._private_dir:
+                self._make_private_dirs()
             if self.ship:
                 self._ship()
             for spec in self.specs:
@@ -356,6 +364,14 @@ class TrainingJob:
                                                     str(self.inv.source or self.inv.name))
         except OSError as exc:
             raise JobError(f"cannot journal the job in {self._journal.dir}: {exc}") from None
+
+    def _make_private_dirs(self) -> None:
+        """``mkdir -m 700`` without ``-p``: it fails if the folder is already there."""
+        for spec in self.specs:
+            try:
+                self.nodes[spec.name].check(f"umask 077 && mkdir -m 700 -- {shlex.quote(self.remote_dir)}", timeout=15)
+            except DriverError as exc:
+                raise JobError(f"{spec.name}: cannot create the job's private folder {self.remote_dir}: {exc}") from None
 
     def _ship(self) -> None:
         """Put the workload package into ``remote_dir`` on every node (real nodes: the node's own torch)."""

@@ -33,6 +33,7 @@ import pytest
 from testbed.metrics import FaultEvent, Iteration, MetricsWriter, ProbeResult, Spool, replay, schema, to_line, to_point
 from testbed.metrics.localstore import BINARY, LocalVictoriaMetrics, free_port
 from testbed.metrics.schema import ALL_TAGS, RECORD_TYPES, check_default_tags
+from testbed.metrics.spool import store_id
 from testbed.metrics.writer import REFUSED, health
 
 REPO = Path(__file__).resolve().parents[1]
@@ -505,3 +506,50 @@ def test_invalid_record_is_dropped_and_logged_not_raised(tmp_path, caplog):
     finally:
         strict.close()
     shutil.rmtree(tmp_path / "spool2")
+
+
+def test_a_writer_replays_only_its_own_stores_points_from_a_shared_spool(vm, tmp_path):
+    """One spool folder for every store used to mean: whatever a writer found there went to its own
+    URL, so an emulated run's points could land in the production store.  Segments now name their
+    store; a legacy segment (no store) is sent only by `dcilab metrics replay`, to the store named."""
+    spool = tmp_path / "spool"
+    prod = Spool(spool, store=store_id("https://influx.example.net:8086", "lab", "dci"))
+    prod.write([b"dcilab_iteration,run_id=prod-1 step=1i 1700000000000000000"])
+    Spool(spool).write([b"dcilab_iteration,run_id=legacy-1 step=1i 1700000000000000000"])
+    run_id = rid()
+    with MetricsWriter(vm.url, spool_dir=spool, **FAST) as w:
+        assert w.write(iterations(run_id, 1)[0])
+        time.sleep(1.0)                                       # past a replay round
+    assert w.counters["delivered"] == 1
+    left = sorted(p.name for p in Spool(spool).segments())
+    assert len(left) == 2 and any(prod.store in n for n in left)   # the other store's and the legacy one stay
+    assert vm.export('{run_id="prod-1"}') == [] and vm.export('{run_id="legacy-1"}') == []
+    assert Spool(spool, store=store_id(vm.url, "dcilab", "dcilab")).segments() == []
+    assert len(Spool(spool, store=prod.store).segments()) == 1
+
+
+def test_a_full_disk_leaves_no_partial_segment(tmp_path, monkeypatch):
+    s = Spool(tmp_path / "spool", store="abc")
+
+    def enospc(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("testbed.metrics.spool.os.fsync", enospc)
+    for _ in range(3):                                        # each retry of the writer
+        with pytest.raises(OSError, match="No space"):
+            s.write([b"m f=1i 1"])
+    assert os.listdir(s.dir) == []
+
+
+def test_points_kept_in_memory_while_the_spool_cannot_be_written_stay_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("testbed.metrics.writer.MAX_BUFFERED", 5)
+    w = MetricsWriter("http://127.0.0.1:9", spool_dir=tmp_path / "spool", **FAST)
+    try:
+        def full(lines):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(w.spool, "write", full)
+        for _ in range(3):                                    # three flush rounds of 4 points each
+            w._spool_lines([b"m f=1i %d" % i for i in range(4)])
+        assert len(w._buffer) <= 5 and w.counters["dropped"] >= 7
+    finally:
+        monkeypatch.undo()
+        w.close()

@@ -10,6 +10,8 @@ Spool directories, because a lab engineer replays after the fact and may not rem
   ``*.lp`` segments, a ``rejected/`` folder or a ``.lock``), otherwise every spool directory found
   below it, so ``--spool reports/`` sweeps the spools that jobs were given under their reports.
 
+Segments name the store they were written for: ``replay`` sends those of the inventory's store and
+the segments of older versions (which name none); another store's segments stay for it.
 ``replay`` exits 0 only when nothing is left to deliver; ``status`` exits 0 only when nothing is
 waiting and the store answers.  Errors are one line on stderr, never a traceback.
 """

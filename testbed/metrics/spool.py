@@ -2,7 +2,12 @@
 
 Layout of a spool directory::
 
-    <spool_dir>/<time_ns>-<pid>-<seq>.lp   a segment: line protocol (ns precision), one point a line
+    <spool_dir>/<time_ns>-<pid>-<seq>.<store>.lp
+                                           a segment: line protocol (ns precision), one point a line,
+                                           for the store whose store_id() is <store>; a writer replays
+                                           only its own store's (segments of older versions have no
+                                           <store>: only `dcilab metrics replay` sends them, to the
+                                           store the engineer names)
     <spool_dir>/.tmp-<name>                a segment being written (never read; left only by a crash)
     <spool_dir>/rejected/<name>            segments the store refused as malformed (HTTP 400/413/422);
                                            kept for a person to look at, never replayed
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import itertools
 import os
 import threading
@@ -40,11 +46,25 @@ class SpoolCount:
     stray_tmp: int = 0
 
 
-class Spool:
-    """A directory of line-protocol segments; safe to use from several threads of one process."""
+def store_id(url: str, org: str, bucket: str) -> str:
+    """The destination a segment is for, as 12 hex digits of a hash (no credentials in file names)."""
+    return hashlib.sha256(f"{url.rstrip('/')}\n{org}\n{bucket}".encode()).hexdigest()[:12]
 
-    def __init__(self, directory: str | os.PathLike[str]):
+
+def _store_of(name: str) -> str | None:
+    parts = name[: -len(SUFFIX)].split(".")
+    return parts[1] if len(parts) == 2 else None
+
+
+class Spool:
+    """A directory of line-protocol segments; safe to use from several threads of one process.
+
+    ``store`` (a :func:`store_id`): write segments for that store and read only those (plus the
+    segments of no store when ``legacy``); None reads every segment (status, counting)."""
+
+    def __init__(self, directory: str | os.PathLike[str], store: str | None = None, legacy: bool = False):
         self.dir = Path(directory)
+        self.store, self.legacy = store, legacy
         self.dir.mkdir(parents=True, exist_ok=True)
         self._seq = itertools.count()
         self._lines: dict[str, int] = {}  # segment name -> line count (segments are immutable)
@@ -74,13 +94,19 @@ class Spool:
         return self.write(data.split(b"\n"))
 
     def _write_segment(self, lines: list[bytes]) -> int:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}{SUFFIX}"
+        store = f".{self.store}" if self.store else ""
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}{store}{SUFFIX}"
         tmp = self.dir / (TMP_PREFIX + name)
-        with open(tmp, "wb") as f:
-            f.write(b"\n".join(lines) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.dir / name)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(b"\n".join(lines) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, self.dir / name)
+        except BaseException:  # a full disk: no partial segment left behind per retry
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         self._fsync_dir()
         with self._lock:
             self._lines[name] = len(lines)
@@ -101,6 +127,8 @@ class Spool:
             names = sorted(n for n in os.listdir(self.dir) if n.endswith(SUFFIX) and not n.startswith("."))
         except FileNotFoundError:
             return []
+        if self.store is not None:
+            names = [n for n in names if _store_of(n) == self.store or (self.legacy and _store_of(n) is None)]
         return [self.dir / n for n in names]
 
     def read(self, segment: Path) -> bytes:

@@ -47,7 +47,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from reactivex.scheduler import ThreadPoolScheduler
 
 from testbed.metrics.schema import Record, check_default_tags, to_line
-from testbed.metrics.spool import Spool
+from testbed.metrics.spool import Spool, store_id
 
 logger = logging.getLogger("dcilab.metrics")
 
@@ -163,7 +163,7 @@ def replay(spool_dir: str | Path, url: str, org: str = "dcilab", bucket: str = "
     accepted it.  Stops at the first failure that is not the data's fault (store down, 401/403),
     or after ``deadline_s``; what is left stays in the spool.
     """
-    spool = Spool(spool_dir)
+    spool = Spool(spool_dir, store=store_id(url, org, bucket), legacy=True)
     if check_health:
         ok, why = health(url, token, timeout=min(timeout_s, 5.0))
         if not ok:
@@ -213,7 +213,9 @@ class MetricsWriter:
         self._token = token
         self._default_tags = check_default_tags(default_tags)
         self._strict = strict
-        self.spool = Spool(spool_dir or DEFAULT_SPOOL_DIR)
+        # segments carry their store: a writer replays only its own store's points (an emulated
+        # run's must never reach the production InfluxDB through a shared spool)
+        self.spool = Spool(spool_dir or DEFAULT_SPOOL_DIR, store=store_id(self.url, org, bucket))
         self._replay_interval = replay_interval_s
         self._flush_interval = spool_flush_interval_s
         self._final_replay_s = final_replay_s
@@ -347,7 +349,10 @@ class MetricsWriter:
             with self._lock:
                 if self._inflight.get(line):
                     self._settle([line])
-                self._buffer.append(line)
+                if len(self._buffer) < MAX_BUFFERED:
+                    self._buffer.append(line)
+                else:
+                    self._count("dropped", 1)
             return True
 
     # ------------------------------------------------------------------------------ client callbacks
@@ -438,7 +443,10 @@ class MetricsWriter:
             self._log_once("spool-io", logging.ERROR, "metrics: cannot write the spool %s (%s); keeping points in "
                            "memory", self.spool.dir, e)
             with self._lock:
-                self._buffer.extend(lines)
+                room = max(0, MAX_BUFFERED - len(self._buffer))
+                self._buffer.extend(lines[:room])
+                if len(lines) > room:
+                    self._count("dropped", len(lines) - room)
             return None
 
     def _flush_buffer(self) -> None:

@@ -58,16 +58,26 @@ def test_two_nightly_runs_compare_and_the_degraded_canary_is_a_regression(emulat
     assert [c["name"] for c in s1["cases"]] == [CASE[:-1] + "-run1]", CASE[:-1] + "-run2]"]
     assert all(c["status"] == "completed" for c in s1["cases"]), [c.get("problems") for c in s1["cases"]]
 
-    # the second night: compared with the first, case by case over both repeats
-    r2 = trial(inventory, profiles, reports, "nightly-mini", "night-2")
-    (c2,) = comparisons(reports, "night-2")
-    assert c2["role"] == "previous" and c2["run_id"] == "night-1"
-    (ch,) = c2["cases"]
-    assert ch["key"] == CASE and ch["status"] in ("unchanged", "improvement", "regression")
+    # the second night: compared with the previous night, case by case over both repeats.  On a
+    # busy machine a night can end "not-comparable" (its case had no efficiency samples: a baseline
+    # refused as too noisy); that is the honest outcome, so the night is run again (at most twice
+    # more) until the comparison can judge, and the test says which night it judged.
+    nights = ["night-1"]
+    for attempt in ("night-2", "night-2b", "night-2c"):
+        r2 = trial(inventory, profiles, reports, "nightly-mini", attempt)
+        (c2,) = comparisons(reports, attempt)
+        assert c2["role"] == "previous" and c2["run_id"] == nights[-1]
+        nights.append(attempt)
+        (ch,) = c2["cases"]
+        if ch["status"] != "not-comparable":
+            break
+        assert ch["reason"], ch                                   # never without saying why
+    night2 = nights[-1]
+    assert ch["key"] == CASE and ch["status"] in ("unchanged", "improvement", "regression"), ch
     assert min(ch["n"]) >= 2 * 4 and ch["p_adjusted"] is not None, ch      # 2 repeats x the steady window
     assert (r2.returncode == 3) == bool(c2["regressions"]), r2.stdout[-2000:]
-    page = (reports / "night-2" / "report.html").read_text()
-    assert "Compared with earlier runs" in page and "Across repeats" in page and "night-1" in page
+    page = (reports / night2 / "report.html").read_text()
+    assert "Compared with earlier runs" in page and "Across repeats" in page and nights[-2] in page
 
     # pin the first night; the canary compares with the lineage it names and must regress
     pin = subprocess.run([sys.executable, "-m", "testbed.cli", "history", "--reports-dir", str(reports), "pin",
@@ -77,13 +87,13 @@ def test_two_nightly_runs_compare_and_the_degraded_canary_is_a_regression(emulat
     assert r3.returncode == 3, r3.stdout[-3000:]
     assert f"REGRESSION {CASE}" in r3.stdout and "dcilab trial: exit 3" in r3.stdout
     comps = {c["role"]: c for c in comparisons(reports, "canary")}
-    assert comps["previous"]["run_id"] == "night-2" and comps["reference"]["run_id"] == "night-1"
+    assert comps["previous"]["run_id"] == night2 and comps["reference"]["run_id"] == "night-1"
     assert all(c["regressions"] == [CASE] for c in comps.values()), comps
     s3 = json.loads((reports / "canary" / "summary.json").read_text())
     assert all(c["degraded"] == {"ratio": 64} and c["params"]["ratio"] == 64 for c in s3["cases"])
     page = (reports / "canary" / "report.html").read_text()
     assert "Degraded (canary) run" in page and "regression" in page
     index = json.loads((reports / "index.json").read_text())
-    assert [x["run_id"] for x in index["runs"]] == ["night-1", "night-2", "canary"]
+    assert [x["run_id"] for x in index["runs"]] == [*nights, "canary"]
     assert index["runs"][-1]["regressions"] == {"previous": [CASE], "reference": [CASE]}
     assert index["references"] == {"nightly-mini": "night-1"}

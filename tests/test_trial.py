@@ -226,9 +226,31 @@ def test_the_baseline_is_cached_per_placement_refreshed_when_old_and_refused_whe
         "baseline-tiny-tp1-pp2-dp2-pp-remote", "baseline-tiny-tp1-pp2-dp2-dp-remote",
         "baseline-tiny-tp1-pp2-dp2-pp-remote-2"}
     s.baselines.clear()
+    s._tries.clear()
     s.runner = ScriptedRunner([3.0, 2.0, 1.0, 1.5, 0.7, 1.3, 0.8])   # type: ignore[assignment]
-    noisy = s.baseline("pp-remote")
-    assert not noisy.ok and "too noisy" in (noisy.error or "")
+    noisy = s.baseline("pp-remote")                                   # noisy every time: 3 jobs, then refused
+    assert not noisy.ok and "too noisy" in (noisy.error or "") and len(s.runner.jobs) == sess.BASELINE_TRIES
+    assert s.baseline("pp-remote") is noisy and len(s.runner.jobs) == sess.BASELINE_TRIES   # no more in this run
+
+
+def test_a_baseline_refused_as_too_noisy_is_measured_again_before_the_cases_give_up(tmp_path: Path) -> None:
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+    inv, t = load_inventory(EMULATED), load_trial()
+    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=False)
+    s.off_baseline = lambda: []                                       # type: ignore[method-assign]
+
+    class Busy(ScriptedRunner):                                       # the machine was busy for the first job
+        def run(self, case, scenario, spec, **kw):  # type: ignore[no-untyped-def]
+            self.durations = [3.0, 2.0, 1.0, 1.5, 0.7, 1.3, 0.8] if not self.jobs else [3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.01]
+            return super().run(case, scenario, spec, **kw)
+    s.runner = Busy([])                                               # type: ignore[assignment]
+    b = s.baseline("pp-remote")
+    assert b.ok and b.median_s == pytest.approx(1.0)
+    assert [j[0] for j in s.runner.jobs] == ["baseline-tiny-tp1-pp2-dp2-pp-remote",
+                                             "baseline-tiny-tp1-pp2-dp2-pp-remote-2"]
+    kept = json.loads((tmp_path / "summary.json").read_text())["baselines"]
+    assert "too noisy" in kept["baseline-tiny-tp1-pp2-dp2-pp-remote"]["error"]   # the refused one stays on record
 
 
 def test_the_frameworks_own_tests_write_no_trial_report() -> None:

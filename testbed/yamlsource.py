@@ -14,6 +14,11 @@ import yaml
 
 FieldPath = tuple[str | int, ...]
 
+MAX_VALUES = 100_000
+"""Values a file may expand to, each alias (*name) counted at every use.  The shipped inventories
+and profiles expand to under a thousand; a 400-byte alias bomb (each level ten aliases of the one
+before) passes the limit at its fifth level; each level more took ten times longer to load."""
+
 
 class YamlSourceError(Exception):
     """The file is not readable YAML; carries the line of the first problem."""
@@ -59,16 +64,61 @@ def load_yaml(path: Path) -> YamlSource:
         raise YamlSourceError(f"YAML syntax: {exc.problem or exc}", line) from exc
     except yaml.YAMLError as exc:
         raise YamlSourceError(f"YAML syntax: {exc}", None) from exc
+    except RecursionError as exc:
+        raise _too_deep() from exc
     src = YamlSource(path=path, data=None)
     if node is None:
         return src
     loader = yaml.SafeLoader("")
     try:
+        expanded_size(node)  # before anything is expanded: an alias bomb is refused in milliseconds
         src.data = _construct(node, (), src.lines, loader)
     except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag, or a merge key (<<) of a scalar
         mark = exc.problem_mark or exc.context_mark
         raise YamlSourceError(f"YAML: {exc.problem or exc}", mark.line + 1 if mark else None) from exc
+    except RecursionError as exc:
+        raise _too_deep() from exc
     return src
+
+
+def _too_deep() -> YamlSourceError:
+    return YamlSourceError("the YAML is nested too deeply to read", None,
+                           "write the file with fewer levels of nesting (an inventory needs a handful)")
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """How many values ``root`` expands to once every alias is replaced by what it names.
+
+    Composing keeps one node per anchor, but constructing copies it at each use: ten aliases of
+    ten aliases of ... grow tenfold a level.  Counting with a memo by node costs one visit per
+    node written; a value that contains itself (``&a [*a]``) would never finish and is refused.
+    """
+    sizes: dict[int, int] = {}
+    return _size(root, sizes, set())
+
+
+def _size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise YamlSourceError("an alias (*name) refers to a value that contains it", node.start_mark.line + 1,
+                              "make the anchor (&name) a value of its own that does not use the alias")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        total += sum(_size(k, sizes, open_) + _size(v, sizes, open_) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total += sum(_size(item, sizes, open_) for item in node.value)
+    open_.discard(key)
+    if total > MAX_VALUES:
+        raise YamlSourceError(
+            f"the aliases (*name) in this value expand to more than {MAX_VALUES} values "
+            "(an alias bomb: each level repeats the one before)", node.start_mark.line + 1,
+            "write the repeated part out, or use fewer levels of aliases (an inventory expands "
+            "to a few thousand values at most)")
+    sizes[key] = total
+    return total
 
 
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:

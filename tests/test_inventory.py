@@ -226,3 +226,56 @@ def test_mistake_in_an_anchor_is_reported_where_it_is_written(tmp_path: Path) ->
     assert [(p.line, p.field) for p in info.value.problems] == [
         (anchor_line, "devices[0].credentials.password"), (anchor_line, "devices[1].credentials.password")]
     assert all(p.message == "a literal secret is written here" for p in info.value.problems)
+
+
+# --- alias bombs (issue 16) ------------------------------------------------------------------
+
+def _alias_bomb(levels: int) -> str:
+    """Each level names the one before ten times: 10**levels values from a few hundred bytes."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(5), encoding="utf-8")   # 10**6 values from 334 bytes
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    assert len(info.value.problems) == 1, str(info.value)[:300]
+    [problem] = info.value.problems
+    assert problem.file == path and problem.line == 5    # a4: the first value that expands past the limit
+    assert "aliases" in problem.message and "expand to more than" in problem.message
+    assert "write the repeated part out" in problem.fix
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a: &a [*a]\n", 1),                                  # a sequence that contains itself
+    ("a: &a {b: 1}\nc: &c {<<: *c, d: 2}\n", 2),         # a merge of the mapping being built
+])
+def test_recursive_alias_is_refused(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    [problem] = info.value.problems
+    assert (problem.line, problem.message) == (line, "an alias (*name) refers to a value that contains it")
+
+
+def test_deep_nesting_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    assert "nested too deeply" in info.value.problems[0].message
+
+
+def test_merge_keys_in_the_shipped_inventories_stay_under_the_limit() -> None:
+    import yaml
+
+    from testbed.yamlsource import MAX_VALUES, expanded_size
+    for path in [*SHIPPED, ROOT / "cases" / "profiles.yaml"]:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        assert expanded_size(root) * 20 < MAX_VALUES, path

@@ -112,12 +112,14 @@ def test_the_inventory_defaults_are_the_models() -> None:
 def test_transport_config_defaults_and_errors() -> None:
     cfg = roce.TransportConfig.from_dict({})
     assert (cfg.model, cfg.timeout, cfg.retry_cnt, cfg.mtu, cfg.adaptive_retransmission) == ("roce-rc", 20, 7, 4096, False)
+    assert cfg.outage_hold == "active" and roce.TransportConfig.from_dict({"outage_hold": "in-flight"}).outage_hold == "in-flight"
     assert cfg.enabled and not roce.TransportConfig.from_dict({"model": "none"}).enabled
     assert roce.TransportConfig.from_dict(cfg.to_dict()) == cfg       # round trip (derived fields ignored)
     for change, field in [({"model": "iwarp"}, "model"), ({"timeout": 32}, "timeout"), ({"timeout": -1}, "timeout"),
                           ({"retry_cnt": 8}, "retry_cnt"), ({"mtu": 1500}, "mtu"), ({"qp_gbps": -5}, "qp_gbps"),
                           ({"tail_loss": 1.5}, "tail_loss"), ({"scale": 0}, "scale"), ({"timout": 18}, "timout"),
-                          ({"adaptive_retransmission": "yes"}, "adaptive_retransmission")]:
+                          ({"adaptive_retransmission": "yes"}, "adaptive_retransmission"),
+                          ({"outage_hold": "always"}, "outage_hold")]:
         with pytest.raises(ValueError) as exc:
             roce.TransportConfig.from_dict(change)
         assert str(exc.value).startswith(f"transport.{field}:"), str(exc.value)

@@ -33,6 +33,7 @@ import pytest
 from testbed import astguard
 from testbed.cli import REPO_ROOT, default_inventory
 from testbed.inventory import Inventory, InventoryError, load_inventory
+from testbed.runid import RunIdError, check_run_id
 
 CASES_DIR = REPO_ROOT / "cases"
 _SESSION_KEY = pytest.StashKey[Any]()
@@ -80,7 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(name): a field-trial case; its params come from the profile")
     config.addinivalue_line("markers", "needs(*capabilities): skipped on a testbed that cannot do it")
     trial_run = _is_trial_invocation(config)       # before the defaults below are filled in
-    run_id = config.getoption("--run-id") or new_run_id()
+    try:  # before anything connects or applies a condition: the run id names folders
+        run_id = check_run_id(config.getoption("--run-id") or new_run_id())
+    except RunIdError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.option.run_id = run_id
     if config.getoption("--report-dir") is None:
         config.option.report_dir = REPO_ROOT / "reports" / run_id

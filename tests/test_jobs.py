@@ -58,6 +58,8 @@ def test_external_command_template(inv, tmp_path):
 
 @pytest.mark.parametrize("nodes,args,rid,msg", [
     (["dc-a-gpu1"], [], "bad id!", "run_id"),
+    (["dc-a-gpu1"], [], "x\n", "run_id"),                # `$` would match before the newline
+    (["dc-a-gpu1"], [], "../../x", "run_id"),
     (["dc-a-gw"], [], "r", "not a gpu_node"),
     (["dc-a-gpu1", "dc-a-gpu1"], [], "r", "twice"),
     ([], [], "r", "no GPU nodes"),

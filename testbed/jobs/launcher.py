@@ -74,12 +74,12 @@ from testbed.inventory import DeviceKind, Inventory
 from testbed.jobs import events as ev
 from testbed.jobs.cleanup import run_pattern
 from testbed.jobs.events import IterationEvent, IterationParser, JsonLineParser, NodeEvidence
+from testbed.runid import RunIdError, check_run_id
 
 logger = logging.getLogger("dcilab.jobs")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_TAG = "DCILAB-EXIT"
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
 COMPLETED, INTERRUPTED, STALLED = "completed", "interrupted", "stalled"
 
@@ -181,9 +181,10 @@ class TrainingJob:
                  ship: bool | None = None, remote_dir: str | None = None, command: str | None = None,
                  parser: IterationParser | None = None, env: dict[str, str] | None = None,
                  connect: Callable[[Inventory, str], GpuNode] | None = None) -> None:
-        if not RUN_ID_RE.match(run_id or ""):
-            raise JobError(f"run_id {run_id!r}: 1-100 characters of letters, digits, '_' and '-', "
-                           "starting with a letter or digit")
+        try:
+            check_run_id(run_id, "run_id")
+        except RunIdError as exc:
+            raise JobError(str(exc)) from None
         self.inv, self.run_id = inv, run_id
         self.specs = node_specs(inv, nodes)
         self.workload_args = list(workload_args)

@@ -27,6 +27,7 @@ from typing import Any
 from testbed import connect as _connect
 from testbed.inventory import DeviceKind, Inventory
 from testbed.inventory.model import Device
+from testbed.redact import redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1
@@ -101,9 +102,18 @@ def snapshot(inventory: Inventory, connect: Connect = _connect.connect, timeout_
                        "python": platform.python_version()},
         "dcilab": dcilab_version(),
         "inventory_source": str(inventory.source) if inventory.source else None,
-        "inventory": inventory.model_dump(mode="json"),
+        "inventory": _shown(inventory.model_dump(mode="json")),
         "devices": devices,
     }
+
+
+def _shown(inv: dict[str, Any]) -> dict[str, Any]:
+    """The inventory as testbed.json keeps it: a metrics URL's user:password@ never written (the
+    schema refuses one; an inventory built another way may still carry it)."""
+    metrics = inv.get("metrics")
+    if isinstance(metrics, dict) and isinstance(metrics.get("url"), str):
+        inv["metrics"] = {**metrics, "url": redact_url(metrics["url"])}
+    return inv
 
 
 def write_snapshot(snap: dict[str, Any], path: str | Path) -> Path:

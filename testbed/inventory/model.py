@@ -232,6 +232,20 @@ class Metrics(Strict):
     bucket: str = "dcilab"
     token: SecretRef | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _refuse_credentials(cls, url: str) -> str:
+        """A user:password@ in the URL would be a literal secret, and the URL is written to
+        testbed.json and the logs; the token field holds a reference instead."""
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            raise PydanticCustomError(
+                "credentials_in_url", "the URL carries credentials (user:password@)",
+                {"fix": "write the URL without them (https://influxdb.example.net:8086) and give the secret "
+                        "as token: {env: VARIABLE_NAME} or {file: /path/to/secret-file} (InfluxDB 1.8: "
+                        "the secret holds user:password)"},
+            )
+        return url
+
 
 GPU_PERSONALITIES = ("openssh",)
 PERSONALITIES: dict[DeviceKind, tuple[str, ...]] = {

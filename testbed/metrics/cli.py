@@ -30,6 +30,7 @@ from pathlib import Path
 
 from testbed.inventory import load_inventory
 from testbed.inventory.model import Inventory, Metrics
+from testbed.redact import redact_url
 
 # Markers of a spool directory (see testbed/metrics/spool.py for the layout).
 _SEGMENT_SUFFIX = ".lp"
@@ -200,7 +201,7 @@ def _replay(args: argparse.Namespace, name: str) -> int:
     ok, why = health(store.url, store.token)
     if not ok:
         segs = sum(w[1] for w in waiting.values())
-        print(f"{name}: store {store.url} does not answer ({why}); {total} points ({segs} segments) left in "
+        print(f"{name}: store {redact_url(store.url)} does not answer ({why}); {total} points ({segs} segments) left in "
               f"{', '.join(str(d) for d, w in waiting.items() if w[0])}, nothing sent", file=sys.stderr)
         return 1
     deadline = None if args.deadline_s is None else time.monotonic() + args.deadline_s
@@ -229,7 +230,7 @@ def _replay(args: argparse.Namespace, name: str) -> int:
                     break
     if left and not problems and deadline is not None and time.monotonic() >= deadline:
         problems.append(f"deadline of {args.deadline_s:g} s reached")
-    print(f"{delivered} points delivered to {store.url}, {left} left")
+    print(f"{delivered} points delivered to {redact_url(store.url)}, {left} left")
     if left or problems:
         why = "; ".join(problems) or "points are left"
         again = f"; {left} points left in the spool (run it again)" if left else ""
@@ -255,7 +256,7 @@ def _status(args: argparse.Namespace, name: str) -> int:
             line += " (directory absent: nothing was ever spooled there)"
         print(line)
     ok, why = health(store.url, store.token)
-    print(f"store {store.url}: {'answers' if ok else f'does not answer ({why})'}")
+    print(f"store {redact_url(store.url)}: {'answers' if ok else f'does not answer ({why})'}")
     if store.token_error:
         print(f"{name}: {store.token_error}", file=sys.stderr)
     return 0 if ok and total == 0 and not store.token_error else 1

@@ -48,6 +48,7 @@ from reactivex.scheduler import ThreadPoolScheduler
 
 from testbed.metrics.schema import Record, check_default_tags, to_line
 from testbed.metrics.spool import Spool, store_id
+from testbed.redact import redact_url
 
 logger = logging.getLogger("dcilab.metrics")
 
@@ -168,13 +169,14 @@ def replay(spool_dir: str | Path, url: str, org: str = "dcilab", bucket: str = "
         ok, why = health(url, token, timeout=min(timeout_s, 5.0))
         if not ok:
             left = spool.count()
-            return ReplayResult(0, 0, left.points, left.segments, 0, f"store {url} does not answer ({why})", DOWN)
+            return ReplayResult(0, 0, left.points, left.segments, 0, f"store {redact_url(url)} does not answer ({why})",
+                                DOWN)
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
     with InfluxDBClient(url=url, token=token, org=org, timeout=int(timeout_s * 1000)) as client:
         api = client.write_api(write_options=SYNCHRONOUS)
         result = _replay_round(spool, lambda data: api.write(bucket, org, data, WritePrecision.NS), deadline)
     if result.error:
-        logger.error("metrics replay to %s stopped: %s; %d points left in %s", url, result.error,
+        logger.error("metrics replay to %s stopped: %s; %d points left in %s", redact_url(url), result.error,
                      result.remaining_points, spool.dir)
     return result
 
@@ -208,6 +210,7 @@ class MetricsWriter:
                  auth_recheck_s: float = 60.0, health_timeout_s: float = 2.0, max_in_flight: int = 100_000,
                  pump_interval_s: float = 0.05, strict: bool = False):
         self.url = url.rstrip("/")
+        self.shown_url = redact_url(self.url)  # for logs: never a user:password@
         self.org = org
         self.bucket = bucket
         self._token = token
@@ -391,7 +394,7 @@ class MetricsWriter:
         if kind == REJECTED:
             dest = self._spool_lines(lines, rejected=True)
             self._log_once(f"rejected:{status}", logging.ERROR,
-                           "metrics: %s refused %d points: %s; kept in %s, not retried", self.url, len(lines), msg, dest)
+                           "metrics: %s refused %d points: %s; kept in %s, not retried", self.shown_url, len(lines), msg, dest)
             return
         self._spool_lines(lines)
         if kind == REFUSED:
@@ -408,7 +411,7 @@ class MetricsWriter:
         if was is None:
             self._log_once(f"down:{why}", logging.WARNING,
                            "metrics: store %s not answering (%s); points go to the spool %s until it is back",
-                           self.url, why, self.spool.dir)
+                           self.shown_url, why, self.spool.dir)
 
     def _mark_refused(self, why: str) -> None:
         with self._lock:
@@ -417,7 +420,7 @@ class MetricsWriter:
         self._log_once(f"refused:{why}", logging.ERROR,
                        "metrics: store %s refused the write for org=%r bucket=%r: %s. Points are kept in the spool "
                        "%s and not retried before %.0f s; fix the credentials, then run `dcilab metrics replay`",
-                       self.url, self.org, self.bucket, why, self.spool.dir, self._auth_recheck_s)
+                       self.shown_url, self.org, self.bucket, why, self.spool.dir, self._auth_recheck_s)
 
     def _count(self, key: str, n: int) -> None:
         with self._counters_lock:
@@ -510,7 +513,7 @@ class MetricsWriter:
         self._count("replayed", result.delivered_points)
         self._count("rejected", result.rejected_points)
         if result.delivered_points:
-            logger.info("metrics: replayed %d spooled points to %s (%d left)", result.delivered_points, self.url,
+            logger.info("metrics: replayed %d spooled points to %s (%d left)", result.delivered_points, self.shown_url,
                         result.remaining_points)
         if result.error_kind == REFUSED:
             self.last_error = result.error
@@ -528,7 +531,7 @@ class MetricsWriter:
             self._down = self._refused = None
         if was_down or was_refused:
             self._reported = {k for k in self._reported if not k.startswith(("down:", "refused:"))}
-            logger.info("metrics: store %s answers again; writing directly", self.url)
+            logger.info("metrics: store %s answers again; writing directly", self.shown_url)
 
     def _send_sync(self, data: bytes) -> None:
         self._sync_api.write(self.bucket, self.org, data, WritePrecision.NS)
@@ -595,7 +598,7 @@ class MetricsWriter:
         left = self.pending()
         if left.spooled:
             logger.warning("metrics: %d points (%d segments) left undelivered in %s (store %s: %s); deliver them "
-                           "later with `dcilab metrics replay`", left.spooled, left.segments, self.spool.dir, self.url,
+                           "later with `dcilab metrics replay`", left.spooled, left.segments, self.spool.dir, self.shown_url,
                            self._refused or self._down or self.last_error or "not answering")
         logger.debug("metrics: writer closed in %.2f s", time.monotonic() - t0)
         return left

@@ -18,7 +18,8 @@ from drivers.errors import DeviceUnreachable, Unsupported
 from drivers.facts import modules_from_capabilities, parse_node_facts
 from drivers.gpu_node import GpuNode, RunResult
 from drivers.gateway import DIALECTS, shaping_kbps_for_ratio
-from drivers.gateway.base import cli_errors, parse, parse_counters, render
+from drivers.gateway.base import Gateway as GatewayDriver
+from drivers.gateway.base import UnsafeCliText, cli_errors, parse, parse_counters, render
 from drivers.otn import check_rate, q_from_ber
 from drivers.otn import openconfig as oc
 from drivers.otn import openroadm as orm
@@ -110,6 +111,41 @@ def test_vrp_templates_render_and_errors_are_found() -> None:
         "Error: Wrong parameter found at '^' position."]
     assert parse(" CIR(kbps): 250000, CBS(bytes): -", VRP.parsers["shaping_show"]) == {"cir_kbps": "250000"}
     assert parse("100GE1/0/1          manual    enable    3,4     0   0", VRP.parsers["pfc_show"])["priorities"] == "3,4"
+
+
+class RecordingConn:
+    """netmiko's place: records what would be sent and answers with an empty output."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_command(self, line: str, **_kw: object) -> str:
+        self.sent.append(line)
+        return ""
+
+
+def _offline_gateway() -> tuple[GatewayDriver, RecordingConn]:
+    gw = object.__new__(GatewayDriver)
+    conn = RecordingConn()
+    gw.dialect, gw.name, gw.wan_port, gw.read_timeout_s, gw.conn = VRP, "dc-a-gw", VRP.wan_port, 1.0, conn
+    return gw, conn
+
+
+# every break str.splitlines() honours, and the other control characters
+@pytest.mark.parametrize("brk", ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029",
+                                 "\x00", "\x1b"], ids=lambda c: f"U+{ord(c):04X}")
+def test_the_gateway_driver_never_sends_a_line_that_holds_a_break(brk: str) -> None:
+    gw, conn = _offline_gateway()
+    line = f"description to dc-b{brk} qos lr outbound cir 8"
+    with pytest.raises(UnsafeCliText) as info:
+        gw.configure(["interface 100GE1/0/1", line])
+    assert conn.sent == []                                       # not even system-view
+    assert repr(line) in str(info.value) and "dc-a-gw" in str(info.value) and "nothing was sent" in str(info.value)
+    with pytest.raises(UnsafeCliText):
+        gw.show("counters", port=f"100GE1/0/1{brk}")
+    assert conn.sent == []
+    gw.configure(["interface 100GE1/0/1", "description to dc-b: d\u00e9j\u00e0 vu"])   # other text is sent
+    assert conn.sent == ["system-view", "interface 100GE1/0/1", "description to dc-b: d\u00e9j\u00e0 vu", "return"]
 
 
 def test_convergence_ratio_math() -> None:

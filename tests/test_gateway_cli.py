@@ -250,6 +250,39 @@ def test_save_asks_and_a_new_gateway_restores_the_config(dev: Any, tmp_path: Pat
     assert any(c[:4] == ["qdisc", "replace", "dev", "wan0"] and "400000kbit" in c for c in tc2.calls)
 
 
+# every break str.splitlines() honours: a saved configuration is replayed line by line
+LINE_BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("brk", LINE_BREAKS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_description_cannot_smuggle_a_line_into_the_saved_config(dev: Any, tmp_path: Path, brk: str) -> None:
+    gw, links, _ = dev
+    s = CliSession(gw)
+    run(s, "sys", "int 100GE1/0/1")
+    line = f"description to dc-b{brk} qos lr outbound cir 8"   # indented: replayed in the interface view
+    out = s.handle_line(line)
+    prompt = "[GW-A-100GE1/0/1]"
+    assert out.endswith("\nError: Wrong parameter found at '^' position."), repr(out)
+    assert out.index("^") - len(prompt) == line.index(brk)          # the caret is on the break
+    assert gw.config.ports["100GE1/0/1"].description is None
+    run(s, "description to dc-b", "return", "save", "y")
+    gw2 = Gateway("GW-A", PORTS, saved_config=tmp_path / "vrpcfg.cfg", links=links, tc=FakeTc())
+    assert gw2.load_saved() == []
+    assert gw2.config.ports["100GE1/0/1"].lr_cir_kbps is None
+    assert gw2.config.ports["100GE1/0/1"].description == "to dc-b"
+
+
+@pytest.mark.parametrize("ch", ["\t", "\x00", "\x1b", "\x7f"], ids=lambda c: f"U+{ord(c):04X}")
+def test_a_description_refuses_control_characters(dev: Any, ch: str) -> None:
+    gw, _, _ = dev
+    s = CliSession(gw)
+    run(s, "sys", "int 100GE1/0/1")
+    assert "Error: Wrong parameter" in s.handle_line(f"description a{ch}b")
+    assert gw.config.ports["100GE1/0/1"].description is None
+    assert s.handle_line("description a plain one: d\u00e9j\u00e0 vu") == ""   # any other text is kept
+    assert gw.config.ports["100GE1/0/1"].description == "a plain one: d\u00e9j\u00e0 vu"
+
+
 def test_a_start_without_shaping_removes_a_stale_tbf(dev: Any, tmp_path: Path) -> None:
     _, links, _ = dev
     tc = FakeTc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,25 @@ class ConfigResult:
     lines: tuple[str, ...]
     output: str
     elapsed_s: float
+
+
+class UnsafeCliText(DriverError):
+    """A CLI line holding a line break or a control character; never sent."""
+
+
+def check_cli_line(line: str, device: str | None = None) -> str:
+    """``line`` itself when a CLI reads it as one line; UnsafeCliText otherwise.
+
+    A device (and its saved configuration, replayed line by line) takes any break str.splitlines()
+    honours, U+2028 included, for the end of a line: what follows would run as a command of its own.
+    """
+    for i, ch in enumerate(line):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            raise UnsafeCliText(
+                f"{line!r}: character {i + 1} is {ch!r}, which a CLI reads as the end of a line or a control "
+                "key (what follows would run as a command of its own); nothing was sent. Fix: remove line "
+                "breaks and control characters from the text (a description, a port name)", device)
+    return line
 
 
 def render(template: list[str], **params: Any) -> list[str]:
@@ -173,6 +193,7 @@ class Gateway:
 
     # --- plumbing ------------------------------------------------------------------------------------
     def _send(self, line: str, expect: str) -> str:
+        check_cli_line(line, self.name)
         try:
             return self.conn.send_command(line, expect_string=expect, read_timeout=self.read_timeout_s,
                                           strip_prompt=True, strip_command=True)
@@ -184,7 +205,8 @@ class Gateway:
     def show(self, key: str, **params: Any) -> str:
         if key not in self.dialect.commands:
             raise Unsupported("command", key, self.dialect.commands, self.name)
-        out = "\n".join(self._send(c, self.dialect.exec_prompt) for c in render(self.dialect.commands[key], **params))
+        cmds = [check_cli_line(c, self.name) for c in render(self.dialect.commands[key], **params)]
+        out = "\n".join(self._send(c, self.dialect.exec_prompt) for c in cmds)
         errs = cli_errors(self.dialect, out)
         if errs:
             raise EditRejected("; ".join(errs), self.name)
@@ -195,6 +217,8 @@ class Gateway:
         pattern (no netmiko prompt auto-detection); the first error stops and is raised after
         leaving config mode."""
         d = self.dialect
+        for line in lines:  # all of them before config mode: a refused line leaves nothing half-sent
+            check_cli_line(line, self.name)
         t0 = time.monotonic()
         outs = [self._send(d.enter_config, d.config_prompt)]
         err: list[str] = []
@@ -289,5 +313,5 @@ class Gateway:
         return self._config("ecn_clear", port=port or self.wan_port, queue=int(queue), profile=profile)
 
 
-__all__ = ["ConfigResult", "Counters", "Dialect", "DriverError", "Gateway", "cli_errors", "parse", "parse_counters",
-           "render", "shaping_kbps_for_ratio"]
+__all__ = ["ConfigResult", "Counters", "Dialect", "DriverError", "Gateway", "UnsafeCliText", "check_cli_line",
+           "cli_errors", "parse", "parse_counters", "render", "shaping_kbps_for_ratio"]

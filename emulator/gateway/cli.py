@@ -30,6 +30,7 @@ import re
 import subprocess
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,6 +355,18 @@ def tokenize(line: str) -> list[tuple[str, int]]:
     return out
 
 
+def unsafe_char_at(text: str) -> int | None:
+    """Where ``text`` holds a control character or a line/paragraph separator, if it does.
+
+    Free text (a description) is saved as one line of the configuration, and a saved configuration
+    is replayed with str.splitlines(): a break it honours (\\v, \\f, \\x1c-\\x1e, \\x85, U+2028,
+    U+2029 as well as \\r and \\n) would make the rest of the text a command of its own."""
+    for i, ch in enumerate(text.rstrip()):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return i
+    return None
+
+
 def parse(line: str, view: str, resolve_if: Callable[[str], str]) -> tuple[Cmd, dict[str, Any]]:
     """Match a line against the grammar of a view; raises CliError with the caret position."""
     toks = tokenize(line)
@@ -382,6 +395,9 @@ def parse(line: str, view: str, resolve_if: Callable[[str], str]) -> tuple[Cmd, 
                     continue
                 params.append((cmd, {**args, spec.key: val}))
         if rests:                                         # free text swallows the rest of the line
+            bad = unsafe_char_at(line[pos:])
+            if bad is not None:
+                raise CliError("Wrong parameter", pos + bad)
             return rests[0]
         if exact:
             chosen = exact

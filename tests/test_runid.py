@@ -3,6 +3,7 @@ plain name is refused where it is given, before the run connects to anything (is
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,10 @@ def test_good_run_id_passes(run_id: str) -> None:
 def _pytest(tmp_path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
     """A run of the plugin on one trivial test: the run id is checked when pytest is configured."""
     (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n", encoding="utf-8")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path),
-                           "--run-id", run_id, "--report-dir", str(tmp_path / "report")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}   # the plugin named below, whether installed or not
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "testbed.pytest_plugin", "-p", "no:cacheprovider",
+                           str(tmp_path), "--run-id", run_id, "--report-dir", str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
 
 
 @pytest.mark.parametrize("run_id", ["x\n", "../../x", "a/b"])

@@ -6,7 +6,7 @@ On an emulated inventory the lab is brought up if it is not up, and brought down
 (left up if it was up before).  Then the run is compared with the previous run of its profile and
 with the pinned reference (``dcilab history pin``), its report.html is rendered and the history
 index under reports/ rebuilt.  Exit codes: pytest's (0 every case passed or was skipped with a
-reason, 1 a case failed, 2 interrupted, 4 bad input: inventory, profile), except that a run whose
+reason, 1 a case failed, 2 interrupted, 4 bad input: inventory, profile, run id), except that a run whose
 cases regressed against the previous or reference run exits 3 where pytest said 0 or 1, and a run
 refused because another run holds the testbed exits 75 (testbed/lock.py).
 """

@@ -411,6 +411,7 @@ def test_restore_stops_the_journaled_job_of_a_dead_controller_on_every_node(lab:
     j = Journal(lab.jdir)
     j.add("TrainingJob", "r-7", [], [Step(n, "stop_job", {"run_id": "r-7"}) for n in nodes], str(inv.source))
     j.add("TrainingJob", "r-8", [], [Step("dc-a-otn", "stop_job", {"run_id": "r-8"})], str(inv.source))
+    j.add("TrainingJob", "r-9", [], [Step("dc-a-gpu2", "stop_job", {"run_id": ".*"})], str(inv.source))
     rep = restore(inv, connect=lambda i, n: nodes[n] if n in nodes else lab.connect(i, n), journal=j,
                   log=lambda m: None)
     for n in nodes.values():
@@ -419,7 +420,8 @@ def test_restore_stops_the_journaled_job_of_a_dead_controller_on_every_node(lab:
     text = "\n".join(rep.problems)
     assert "processes of run r-7 still there" in text and "4242" in text         # dc-b-gpu1 would not die
     assert "dc-a-otn: stop_job is for GPU nodes" in text
-    assert len(list(lab.jdir.glob("*.json"))) == 2                              # both kept
+    assert "dc-a-gpu2: run_id '.*' is not a run id" in text                     # a pattern, never sent
+    assert len(list(lab.jdir.glob("*.json"))) == 3                              # all three kept
 
 
 def test_restore_fails_with_the_reason_when_the_baseline_is_not_reached(lab: Lab) -> None:

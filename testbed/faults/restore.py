@@ -13,6 +13,7 @@ from typing import Any
 
 from drivers.errors import DriverError
 from testbed.inventory import DeviceKind, Inventory
+from testbed.runid import RunIdError, check_run_id
 
 from .catalogue import Testbed
 from .journal import Entry, Journal
@@ -54,6 +55,10 @@ def untrusted_steps(inv: Inventory, e: Entry) -> list[str]:
         if s.op in JOB_OPS:         # stopping the trial's own job on a GPU node: no fault
             if d.kind != DeviceKind.GPU_NODE:
                 out.append(f"{s.device}: {s.op} is for GPU nodes, this is a {d.kind.value}")
+            try:                    # it becomes a pkill pattern: a plain run id only
+                check_run_id(s.args.get("run_id"), "run_id")  # type: ignore[arg-type]
+            except RunIdError as exc:
+                out.append(f"{s.device}: {str(exc).splitlines()[0]}")
         elif not d.fault_injection:
             out.append(f"{s.device}: not allowed for fault injection (fault_injection: false)")
         if s.op not in OPS:

@@ -56,12 +56,16 @@ class TestbedBusy(RuntimeError):
                          f"it (its faults are undone on Ctrl-C/SIGTERM), then run again. Lock file: {path}")
 
 
+LOCK_DIR = Path("/run/lock")
+"""Where an emulated lab's lock lives (the FHS place for lock files): not under /run/dcilab/, which
+`lab down` must leave empty, nor in the lab's state folder, which it removes."""
+
+
 def lock_path(inv: Inventory) -> Path:
-    """Beside the emulated lab's state folder (which `lab down` removes), or beside the journal
-    of a real testbed (``$XDG_STATE_HOME/dcilab/<name>/``)."""
+    """``/run/lock/dcilab-<lab>.lock`` for an emulated lab, or beside the journal of a real testbed
+    (``$XDG_STATE_HOME/dcilab/<name>/testbed.lock``)."""
     if inv.emulation is not None:
-        state = Path(inv.emulation.state_dir)
-        return state.parent / f"{state.name}.lock"
+        return (LOCK_DIR if LOCK_DIR.is_dir() else Path("/run")) / f"dcilab-{Path(inv.emulation.state_dir).name}.lock"
     return journal_dir(inv).parent / "testbed.lock"
 
 

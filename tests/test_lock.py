@@ -18,6 +18,7 @@ from testbed.lock import EXIT_BUSY, TestbedBusy, TestbedLock, lock_path
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "inventory" / "lab.example.yaml"
+EMULATED = ROOT / "inventory" / "emulated.yaml"
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -74,3 +75,11 @@ def test_dcilab_trial_on_a_held_testbed_exits_busy_before_connecting(holder, tmp
     out = capsys.readouterr()
     assert rc == EXIT_BUSY
     assert "is in use by run nightly-0001" in out.out + out.err
+
+
+def test_an_emulated_labs_lock_is_outside_what_lab_down_removes_or_must_leave_empty() -> None:
+    """`lab down` removes the state folder and must leave /run/dcilab/ empty (tests/test_lab.py):
+    a lock file there would outlive the lab."""
+    inv = load_inventory(EMULATED)
+    path = lock_path(inv)
+    assert path.name == "dcilab-emulated-dci.lock" and not str(path).startswith("/run/dcilab")

@@ -49,11 +49,29 @@ def _plan(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return lab_plan(load_inventory(args.inventory))
 
 
+def _lease(args: argparse.Namespace, inv, restores: bool):  # type: ignore[no-untyped-def]
+    """The testbed's lease for one `dcilab lab` command (testbed/lock.py)."""
+    from testbed.lock import TestbedLock
+
+    lease = TestbedLock(inv, "", command=f"dcilab lab {args.action}", restores=restores)
+    lease.acquire(wait_s=args.wait_lease, progress=lambda m: print(f"dcilab lab {args.action}: {m}", flush=True))
+    if lease.took_over is not None:
+        print(f"dcilab lab {args.action}: taking over the lease of {lease.took_over.describe()}, which ended "
+              "without releasing it", flush=True)
+    return lease
+
+
 def _lab_up(args: argparse.Namespace) -> int:
     from emulator.lab import build
+    from emulator.lab.sys import require_root_and_netns
+    from testbed.emulated_lab import lab_plan
 
-    build.up(_plan(args))
-    return _print_status(build.status(_plan(args)), as_json=False)
+    require_root_and_netns()
+    inv = load_inventory(args.inventory)
+    plan = lab_plan(inv)
+    with _lease(args, inv, restores=False):
+        build.up(plan)
+        return _print_status(build.status(plan), as_json=False)
 
 
 def _lab_down(args: argparse.Namespace) -> int:
@@ -61,8 +79,13 @@ def _lab_down(args: argparse.Namespace) -> int:
     from emulator.lab.sys import require_root_and_netns
 
     require_root_and_netns()
-    plan = _plan(args) if Path(args.inventory).exists() else None
-    build.down(plan)
+    if not Path(args.inventory).exists():
+        build.down(None)
+        return 0
+    inv = load_inventory(args.inventory)
+    plan = _plan(args)
+    with _lease(args, inv, restores=True):      # down removes the lab's journal with the rest
+        build.down(plan)
     return 0
 
 
@@ -101,16 +124,38 @@ def _lab_restore(args: argparse.Namespace) -> int:
     from testbed.faults import restore
 
     inv = load_inventory(args.inventory)
-    rep = restore(inv, dry_run=args.dry_run, force=args.force)
     if args.dry_run:
+        restore(inv, dry_run=True, force=args.force)
         print("dry run: nothing was sent")
         return 0
+    with _lease(args, inv, restores=True):
+        rep = restore(inv, force=args.force)
     for p in rep.problems:
         print(f"dcilab lab restore: {p}", file=sys.stderr)
     if not rep.ok:
         why = "; ".join(rep.problems + rep.baseline)
         print(f"dcilab lab restore: baseline NOT reached: {why}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _lease_cmd(args: argparse.Namespace) -> int:
+    from testbed.lock import LeaseBreakError, break_lease, lease_state
+
+    inv = load_inventory(args.inventory)
+    if args.action == "break":
+        try:
+            print(break_lease(inv, timeout_s=args.timeout))
+        except LeaseBreakError as exc:
+            print(f"dcilab lease break: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    st = lease_state(inv)
+    if args.json:
+        print(json.dumps({"testbed": inv.name, "lease_file": str(st.path), "held": st.held,
+                          "holder": asdict(st.holder) if st.holder else None, "pending_undo": st.pending}, indent=2))
+    else:
+        print(st.describe(inv))
     return 0
 
 
@@ -134,6 +179,11 @@ def _fault_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_lease_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run to release the testbed (default: refuse at once, exit 75)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dcilab", description="DCI field-trial testbed automation")
     sub = p.add_subparsers(dest="area", required=True)
@@ -152,13 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"inventory file (default: $DCILAB_INVENTORY or {DEFAULT_INVENTORY.relative_to(REPO_ROOT)})")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            _wait_lease_option(sp)
         sp.set_defaults(func=func)
     rs = lab.add_parser("restore", help="undo every fault left in the journal (after a crash or SIGKILL), "
                         "then check the baseline; non-zero if it is not reached")
     rs.add_argument("--inventory", "-i", type=Path, default=default_inventory())
     rs.add_argument("--dry-run", action="store_true", help="print the undo steps, send nothing")
     rs.add_argument("--force", action="store_true", help="also undo faults whose process is still running")
+    _wait_lease_option(rs)
     rs.set_defaults(func=_lab_restore)
+    lease = sub.add_parser("lease", help="who holds the testbed (one run at a time); break a holder's lease")
+    lease.add_argument("action", nargs="?", choices=("show", "break"), default="show",
+                       help="show (default) | break: stop the holder with SIGTERM (its faults are undone) and "
+                       "wait until it has let go")
+    lease.add_argument("--inventory", "-i", type=Path, default=default_inventory())
+    lease.add_argument("--timeout", type=float, default=120.0, help="break: seconds to wait for the holder to end")
+    lease.add_argument("--json", action="store_true", help="show: machine-readable output")
+    lease.set_defaults(func=_lease_cmd)
     ssh = lab.add_parser("ssh", help="open a shell (or run a command) on an emulated GPU node with the lab key")
     ssh.add_argument("--inventory", "-i", type=Path, default=default_inventory())
     ssh.add_argument("node")
@@ -192,6 +253,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     from emulator.lab.sys import LabError
     from testbed.emulated_lab import NotEmulated
+    from testbed.lock import EXIT_BUSY, LeaseUnavailable, TestbedBusy
 
     args = build_parser().parse_args(argv)
     # SIGTERM (a CI timeout, systemd stopping a job) gets the same clean-up as Ctrl-C.
@@ -201,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     except InventoryError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except (LabError, NotEmulated) as exc:
+    except TestbedBusy as exc:
+        print(f"dcilab {args.area} {getattr(args, 'action', '')}: {exc}".replace("  ", " "), file=sys.stderr)
+        return EXIT_BUSY
+    except (LabError, NotEmulated, LeaseUnavailable) as exc:
         print(f"dcilab {args.area} {getattr(args, 'action', '')}: {exc}".replace("  ", " "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

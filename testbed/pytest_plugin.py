@@ -53,6 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profiles-file", type=Path, default=None, help="profiles and criteria (default cases/profiles.yaml)")
     group.addoption("--run-id", default=None, help="this run's id (default: UTC time + random suffix)")
     group.addoption("--report-dir", type=Path, default=None, help="where the run's report goes (default reports/<run-id>)")
+    group.addoption("--wait-lease", type=float, default=0.0, metavar="SECONDS",
+                    help="wait this long for another run to release the testbed (default: refuse, exit 75)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="plan every case (faults' steps, jobs' commands) without connecting to the testbed")
 
@@ -267,12 +269,16 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
         pytest.exit(str(exc), returncode=4)
     say = _progress(config)
     if not dry:      # one run at a time on a testbed, from before the lab comes up until it is down
-        from testbed.lock import EXIT_BUSY, TestbedBusy, TestbedLock
-        try:
-            lock = TestbedLock(inventory, config.option.run_id).acquire()
+        from testbed.lock import EXIT_BUSY, LeaseUnavailable, TestbedBusy, TestbedLock
+        try:   # restores=True: check_ready below restores what a dead holder left, before any case
+            lock = TestbedLock(inventory, config.option.run_id).acquire(config.getoption("--wait-lease"), say)
         except TestbedBusy as exc:
             pytest.exit(f"dcilab: {exc}", returncode=EXIT_BUSY)
+        except LeaseUnavailable as exc:
+            pytest.exit(f"dcilab: {exc}", returncode=4)
         config.add_cleanup(lock.release)
+        if lock.took_over is not None:
+            say(f"taking over the lease of {lock.took_over.describe()}, which ended without releasing it")
     plan = None
     was_up = True
     if inventory.is_emulated and not dry:

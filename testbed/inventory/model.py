@@ -282,6 +282,13 @@ class Transport(Strict):
     abort_below_efficiency: float = Field(roce.ABORT_BELOW_EFFICIENCY, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
 
 
+class Lease(Strict):
+    """Where the testbed's lease lives when several controllers drive the same gear."""
+
+    dir: str = Field(min_length=1, description="a folder every controller of this testbed mounts, on a file system "
+                     "with POSIX locks (NFSv4, CephFS); relative paths are from the inventory's folder")
+
+
 class Emulation(Strict):
     """Only for an emulated lab: how `dcilab lab up` builds it on this machine."""
 
@@ -304,6 +311,7 @@ class Inventory(Strict):
     fiber_paths: list[FiberPath] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     metrics: Metrics | None = None
+    lease: Lease | None = Field(None, description="a shared lease folder; default: this controller's own")
     emulation: Emulation | None = None
 
     _source: Path | None = PrivateAttr(None)

@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run-id", default=None, help="default: UTC time + a random suffix")
     p.add_argument("-k", dest="keyword", default=None, help="only cases matching this pytest -k expression")
     p.add_argument("--dry-run", action="store_true", help="plan every case; connect to nothing")
+    p.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run to release the testbed (default: refuse at once, exit 75)")
     p.add_argument("--no-compare", action="store_true",
                    help="do not compare with earlier runs (the report and history index are still written)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
@@ -52,6 +54,8 @@ def pytest_args(a: argparse.Namespace) -> list[str]:
         args += ["-k", a.keyword]
     if a.dry_run:
         args.append("--dry-run")
+    if a.wait_lease:
+        args += ["--wait-lease", str(a.wait_lease)]
     extra = list(a.pytest_args or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from typing import Any
 from testbed import connect as _connect
 from testbed.inventory import DeviceKind, Inventory
 from testbed.inventory.model import Device
+from testbed.durable import write_text_durably
 from testbed.redact import redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,15 +117,9 @@ def _shown(inv: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_snapshot(snap: dict[str, Any], path: str | Path) -> Path:
-    """Write ``snap`` as JSON to ``path`` (folders made; replaced atomically, so a report never
-    holds half a snapshot)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(snap, indent=2) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write ``snap`` as JSON to ``path`` (folders made; replaced atomically and fsynced, so a
+    report never holds half a snapshot, not even after a power loss)."""
+    return write_text_durably(Path(path), json.dumps(snap, indent=2) + "\n")
 
 
 __all__ = ["dcilab_version", "snapshot", "write_snapshot"]

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -262,3 +263,29 @@ def test_a_gpu_node_without_the_interpreter_is_an_error_naming_it(bench: Bench) 
     err = snapshot(bad, timeout_s=30)["devices"]["dc-a-gpu1"]["error"]
     assert err.startswith("DriverError: dc-a-gpu1: /nonexistent/python3 could not report its facts (exit 127)")
     assert "No such file" in err or "not found" in err   # the node's shell says why
+
+
+@pytest.mark.parametrize("writer", ["testbed.json", "summary.json"])
+def test_report_files_are_fsynced_with_their_folder(writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power loss after the run must not leave an empty testbed.json or summary.json: the file
+    and the folder holding its new name are fsynced (os.fsync is watched, the write still happens)."""
+    from testbed.trial.report import write_json
+
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def watch(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), stat.S_ISDIR(st.st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watch)
+    path = tmp_path / "run" / writer
+    if writer == "testbed.json":
+        write_snapshot({"devices": []}, path)
+    else:
+        write_json(path, {"cases": []})
+    assert json.loads(path.read_text()) in ({"devices": []}, {"cases": []})
+    assert any(not is_dir and name.startswith(str(path.parent) + "/.") for name, is_dir in synced)   # the temp file
+    assert (str(path.parent), True) in synced                                                        # its folder
+    assert sorted(p.name for p in path.parent.iterdir()) == [writer]                                 # no temp left

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import socket
 import threading
 from pathlib import Path
 from typing import Any
+
+from testbed.durable import write_text_durably
 
 SCHEMA = 1
 
@@ -29,13 +30,8 @@ def utc(ns: int | None = None) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Atomic: a reader (or a crash) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Atomic and durable: a reader (or a crash, or a power loss) never sees half a file."""
+    write_text_durably(path, json.dumps(data, indent=1, default=_default))
 
 
 def _default(o: Any) -> Any:

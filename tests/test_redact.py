@@ -27,6 +27,8 @@ SECRET = "s3cret-pw"
     (f"https://token{SECRET}@influx.example.net:8086/api?x=1", "https://***@influx.example.net:8086/api?x=1"),
     ("https://influx.example.net:8086", "https://influx.example.net:8086"),
     (f"http://a:{SECRET}@[::1", "<a URL that cannot be parsed (23 characters)>"),
+    (f"http://influx:8086/write?db=x&u=dcilab&p={SECRET}", "http://influx:8086/write?db=x&u=dcilab&p=***"),
+    (f"https://h/api?Token={SECRET}&x=1&key", "https://h/api?Token=***&x=1&key"),
 ])
 def test_redact_url_hides_userinfo_only(url: str, shown: str) -> None:
     assert redact_url(url) == shown
@@ -42,6 +44,19 @@ def test_inventory_refuses_credentials_in_the_metrics_url(tmp_path: Path) -> Non
         load_inventory(tmp_path / "inv.yaml")
     [p] = info.value.problems
     assert (p.field, p.message) == ("metrics.url", "the URL carries credentials (user:password@)")
+    assert "token: {env: VARIABLE_NAME}" in p.fix and SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("query, names", [(f"u=dcilab&p={SECRET}", "p="), (f"token={SECRET}&db=x", "token=")])
+def test_inventory_refuses_a_secret_in_the_metrics_urls_query(tmp_path: Path, query: str, names: str) -> None:
+    text = (ROOT / "inventory" / "emulated.yaml").read_text(encoding="utf-8")
+    (tmp_path / "inv.yaml").write_text(text.replace("url: http://127.0.0.1:8428",
+                                                    f"url: http://127.0.0.1:8428/write?{query}"), encoding="utf-8")
+    from testbed.inventory import InventoryError
+    with pytest.raises(InventoryError) as info:
+        load_inventory(tmp_path / "inv.yaml")
+    [p] = info.value.problems
+    assert (p.field, p.message) == ("metrics.url", f"the URL carries a secret in its query ({names})")
     assert "token: {env: VARIABLE_NAME}" in p.fix and SECRET not in str(info.value)
 
 

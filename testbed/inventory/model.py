@@ -13,11 +13,13 @@ import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from emulator.line import roce
+from testbed.redact import secret_params
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,30}$"
 Name = Annotated[str, Field(pattern=NAME_RE)]
@@ -243,6 +245,14 @@ class Metrics(Strict):
                 {"fix": "write the URL without them (https://influxdb.example.net:8086) and give the secret "
                         "as token: {env: VARIABLE_NAME} or {file: /path/to/secret-file} (InfluxDB 1.8: "
                         "the secret holds user:password)"},
+            )
+        names = secret_params(urlsplit(url).query)
+        if names:
+            raise PydanticCustomError(
+                "credentials_in_url", "the URL carries a secret in its query ({names})",
+                {"names": ", ".join(f"{n}=" for n in names),
+                 "fix": "write the URL without it and give the secret as token: {env: VARIABLE_NAME} or "
+                        "{file: /path/to/secret-file}"},
             )
         return url
 

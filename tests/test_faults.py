@@ -272,6 +272,38 @@ def test_sigterm_in_the_block_undoes_and_the_old_handler_comes_back(lab: Lab) ->
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("when", ["journaled", "journal-written"])
+def test_sigterm_just_as_the_journal_entry_is_written_still_undoes_and_clears_it(lab: Lab, when: str,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_robustness found it: a SIGTERM 0.22 s into a BandwidthDrop left its journal entry for
+    `lab restore`.  The signal lands right after the entry is on disk (in the journal's own code,
+    or in the line after it), before the block that undoes it was entered."""
+    tb = lab.testbed()
+    real_add, real_log = tb.journal.add, tb.log
+
+    def add(*a, **kw):  # type: ignore[no-untyped-def]
+        entry = real_add(*a, **kw)
+        if when == "journal-written":
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        return entry
+
+    def log(msg: str) -> None:
+        real_log(msg)
+        if when == "journaled" and ": journaled " in msg:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+
+    monkeypatch.setattr(tb.journal, "add", add)
+    monkeypatch.setattr(tb, "log", log)
+    with pytest.raises(Interrupted):
+        with BandwidthDrop("dci-otn", 400).applied(tb):
+            pytest.fail("the block ran")
+    assert lab.s["rate"] == {"dc-a-otn": 800, "dc-b-otn": 800} and not list(lab.jdir.glob("*.json"))
+
+
 def test_sigterm_during_the_undo_waits_for_every_step_with_a_trials_threads_alive(lab: Lab, tmp_path: Path) -> None:
     """A trial has threads besides the main one (the metrics writer's pump and spool, paramiko's
     transports, job log readers); the kernel may hand a process-directed SIGTERM to any of them.

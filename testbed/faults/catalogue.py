@@ -191,10 +191,14 @@ class Fault(ABC):
                 raise FaultRefused(f"{self.KIND} {self.target} refused: {exc}", exc.supported) from None
             apply, undo = self.steps(tb.inv, ctx)
             rec = FaultRecord(self.KIND, self.target)
-            entry = tb.journal.add(self.KIND, self.target, apply, undo, str(tb.inv.source or tb.inv.name))
-            rec.details["journal"] = str(entry.path)
-            tb.log(f"{self.KIND} {self.target}: journaled {entry.path}")
+            entry = None
             try:
+                # Ctrl-C/SIGTERM held back until the entry is on disk *and* this try owns it: a signal
+                # between the two left the entry (and maybe an edit) for `lab restore`.
+                with deferred_interrupts():
+                    entry = tb.journal.add(self.KIND, self.target, apply, undo, str(tb.inv.source or tb.inv.name))
+                    rec.details["journal"] = str(entry.path)
+                tb.log(f"{self.KIND} {self.target}: journaled {entry.path}")
                 rec.applied_at = Stamp.now()
                 for s in apply:
                     tb.log(f"{self.KIND}: apply {s}")
@@ -204,8 +208,9 @@ class Fault(ABC):
                 tb.journal.mark(entry, "applied")
                 yield rec
             finally:
-                with deferred_interrupts():
-                    self._undo(tb, ctx, undo, entry, rec)
+                if entry is not None:          # None: the journal could not be written, nothing was sent
+                    with deferred_interrupts():
+                        self._undo(tb, ctx, undo, entry, rec)
 
     def _undo(self, tb: Testbed, ctx: dict[str, Any], undo: list[Step], entry: Any, rec: FaultRecord) -> None:
         problems = []

@@ -360,9 +360,11 @@ class TrainingJob:
         self._journal = Journal(journal_dir(self.inv))
         undo = [Step(s.name, "stop_job", {"run_id": self.run_id}, "TERM, then KILL, every process of the run")
                 for s in self.specs]
+        from testbed.faults.signals import deferred_interrupts
         try:
-            self._journal_entry = self._journal.add("TrainingJob", self.run_id, [], undo,
-                                                    str(self.inv.source or self.inv.name))
+            with deferred_interrupts():    # a Ctrl-C as the entry lands: stop() must still know it, to clear it
+                self._journal_entry = self._journal.add("TrainingJob", self.run_id, [], undo,
+                                                        str(self.inv.source or self.inv.name))
         except OSError as exc:
             raise JobError(f"cannot journal the job in {self._journal.dir}: {exc}") from None
 

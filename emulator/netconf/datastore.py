@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 
 from lxml import etree
 
+from emulator.durable import save_durably
+
 from .errors import NC_NS, RpcError, RpcErrors, qn
 
 log = logging.getLogger(__name__)
@@ -266,22 +268,6 @@ class Editor:
 # ---------------------------------------------------------------------------------------------
 # the datastores
 # ---------------------------------------------------------------------------------------------
-def save_durably(path: str, data: bytes) -> None:
-    """Write, fsync, rename, fsync the folder: after a power cut the saved configuration is the
-    old one or the new one, never an empty or half-written file (a device must come back up)."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Datastore:
     """Running + candidate, locks and the confirmed-commit state, shared by all sessions of one
     device.  ``on_commit(old, new)`` is called (outside the lock) whenever running changes."""

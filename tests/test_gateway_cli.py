@@ -292,6 +292,43 @@ def test_a_start_without_shaping_removes_a_stale_tbf(dev: Any, tmp_path: Path) -
     assert not any("fab0" in c and "del" in c for c in tc.calls)
 
 
+def test_save_fsyncs_the_file_and_its_folder(dev: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut after `save` leaves the old configuration or the new one, never an empty file."""
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    s = CliSession(dev[0])
+    assert "successfully" in run(s, "system-view", "sysname GW-F", "save", "y")
+    saved = tmp_path / "vrpcfg.cfg"
+    assert "sysname GW-F" in saved.read_text() and not (tmp_path / "vrpcfg.cfg.tmp").exists()
+    assert calls == [f"{saved}.tmp", str(tmp_path)]
+
+
+def test_a_line_longer_than_vrps_510_characters_is_refused_whole(dev: Any) -> None:
+    """VRP's editor holds 510 characters; a longer line is refused, not run cut short (nor run whole)."""
+    from emulator.gateway.terminal import LINE, LineEditor
+    gw, _, _ = dev
+    s = CliSession(gw)
+    assert "VRP (R) software" in s.handle_line("display version" + " " * 495)        # 510: fine
+    out = s.handle_line("display version" + " " * 496)
+    assert out == "Error: The command is longer than 510 characters and was not run."
+    run(s, "sys", "int 100GE1/0/1")
+    assert "Error:" in s.handle_line("description " + "x" * 499)
+    assert gw.config.ports["100GE1/0/1"].description is None and s.prompt == "[GW-A-100GE1/0/1]"
+    ed = LineEditor()                                       # the terminal's buffer stays bounded
+    echoed = ""
+    for _ in range(100):
+        for kind, text in ed.feed(b"x" * 10_000):
+            echoed += text
+            assert kind != LINE
+    assert len(ed.buf) == 511 and echoed == "x" * 510 + "\a" * 100
+    assert list(ed.feed(b"\r")) == [(LINE, "x" * 511)] and ed.buf == ""
+
+
 def test_version_and_esn_say_what_the_emulator_is(dev: Any) -> None:
     from emulator.identity import VENDOR, serial_number, software_version
     s = CliSession(dev[0])
@@ -392,6 +429,118 @@ def test_ssh_public_key_auth(dev: Any, tmp_path: Path) -> None:
                 cl.close()
     finally:
         srv.stop()
+
+
+def _client(srv: GatewayServer) -> paramiko.SSHClient:
+    cl = paramiko.SSHClient()
+    cl.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    cl.connect("127.0.0.1", srv.port, "admin", "s3cret", look_for_keys=False, allow_agent=False, timeout=10)
+    return cl
+
+
+def _read_to_end(chan: paramiko.Channel, timeout: float = 5.0) -> str:
+    buf, deadline = b"", time.monotonic() + timeout
+    chan.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = chan.recv(4096)
+        except TimeoutError:
+            continue
+        if not data:
+            return buf.decode()
+        buf += data
+    raise AssertionError(f"the channel stayed open: {buf[-300:]!r}")
+
+
+def _wait_for(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+ALL_BUSY = "All user interfaces are used, please try later!"
+
+
+def test_ssh_at_most_ten_vty_users_and_the_eleventh_is_told(ssh_server: GatewayServer) -> None:
+    """The banner's "max number of VTY users is 10" holds: an 11th shell or exec is refused in
+    VRP's words, and a VTY is free again once its user leaves."""
+    users: list[paramiko.SSHClient] = []
+    try:
+        for i in range(10):
+            users.append(_client(ssh_server))
+            buf = _read_until(users[-1].invoke_shell(), "<GW-A>$")
+            assert f"of current VTY users on line is {i + 1}." in buf
+        late = _client(ssh_server)
+        users.append(late)
+        out = _read_to_end(late.invoke_shell())
+        assert ALL_BUSY in out and "<GW-A>" not in out
+        _, stdout, _ = late.exec_command("display version")
+        assert ALL_BUSY in stdout.read().decode() and stdout.channel.recv_exit_status() == 1
+        users.pop(0).close()                                 # one user leaves
+        _wait_for(lambda: ssh_server.vty_users == 9)
+        chan = late.invoke_shell()
+        assert "of current VTY users on line is 10." in _read_until(chan, "<GW-A>$")
+        chan.send("display version\r")
+        assert "VRP (R) software" in _read_until(chan, r"<GW-A>$")
+    finally:
+        for cl in users:
+            cl.close()
+    _wait_for(lambda: ssh_server.vty_users == 0)
+
+
+def test_ssh_an_over_long_line_is_refused_and_the_session_goes_on(ssh_server: GatewayServer) -> None:
+    cl = _client(ssh_server)
+    try:
+        chan = cl.invoke_shell()
+        _read_until(chan, "<GW-A>$")
+        chan.sendall(("display version" + " " * 100_000 + "\r").encode())
+        out = _read_until(chan, r"<GW-A>$")
+        assert "Error: The command is longer than 510 characters and was not run." in out
+        assert "VRP (R) software" not in out and "\a" in out and len(out) < 2000
+        chan.send("display version\r")
+        assert "VRP (R) software" in _read_until(chan, r"<GW-A>$")
+        _, stdout, _ = cl.exec_command("display version" + " " * 600)
+        assert "longer than 510" in stdout.read().decode() and stdout.channel.recv_exit_status() == 1
+    finally:
+        cl.close()
+
+
+def test_ssh_a_connection_without_login_or_session_is_closed_and_a_silent_shell_too(dev: Any) -> None:
+    """Nothing holds a thread for ever: no login within the login timeout, no session open for the
+    idle timeout, a shell silent for the idle timeout (VRP: idle-timeout 10 min by default)."""
+    srv = GatewayServer(dev[0], paramiko.RSAKey.generate(1024), "127.0.0.1", 0,
+                        check_password=password_checker("admin", "s3cret"), login_timeout_s=0.5,
+                        idle_timeout_s=0.5).start()
+    try:
+        anon = paramiko.Transport(socket.create_connection(("127.0.0.1", srv.port)))
+        anon.start_client(timeout=10)                        # key exchange, and no login
+        _wait_for(lambda: not anon.is_active())
+        cl = _client(srv)
+        _, stdout, _ = cl.exec_command("display esn")
+        assert "ESN of slot 1" in stdout.read().decode()     # a session, then none
+        _wait_for(lambda: not cl.get_transport().is_active())  # type: ignore[union-attr]
+        chan = _client(srv).invoke_shell()
+        assert "idle timeout" in _read_to_end(chan)
+        _wait_for(lambda: srv.connections == 0 and srv.vty_users == 0)
+    finally:
+        srv.stop()
+
+
+def test_ssh_connections_beyond_twice_the_vtys_are_closed_at_accept(ssh_server: GatewayServer) -> None:
+    socks = [socket.create_connection(("127.0.0.1", ssh_server.port)) for _ in range(20)]
+    try:
+        for s in socks:                                      # each is served: the SSH banner comes
+            s.settimeout(5)
+            assert s.recv(64).startswith(b"SSH-2.0-")
+        extra = socket.create_connection(("127.0.0.1", ssh_server.port))
+        extra.settimeout(5)
+        assert extra.recv(64) == b""                         # the 21st: closed at once
+        extra.close()
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _read_until(chan: paramiko.Channel, pattern: str, timeout: float = 5.0) -> str:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from emulator.durable import save_durably
 from emulator.identity import VENDOR, serial_number, software_version
 
 VERSION = "V200R022C00SPC500"
@@ -546,11 +547,14 @@ class Gateway:
     def save(self) -> None:
         if not self.saved_path:
             raise Fail("Error: No configuration file is set for this device; the configuration was not saved.")
-        _atomic_write(self.saved_path, render_config(self.config, self.updated or time.time()) + "\n")
+        self.saved_path.parent.mkdir(parents=True, exist_ok=True)
+        save_durably(self.saved_path, (render_config(self.config, self.updated or time.time()) + "\n").encode())
         self.log(f"configuration saved to {self.saved_path}")
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """The running configuration's mirror: whole at every instant, but not fsynced (it is rewritten
+    at every change and read only by people; ``save`` is what must survive a power cut)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text)
@@ -560,6 +564,8 @@ def _atomic_write(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------------- session
 
 ERR_TAIL = " found at '^' position."
+MAX_LINE = 510
+"""Characters in one command line (VRP: "each command can contain a maximum of 510 characters")."""
 
 
 class CliSession:
@@ -594,6 +600,10 @@ class CliSession:
         if self._confirm:
             answer, self._confirm = self._confirm, None
             return answer(line.strip())
+        if len(line) > MAX_LINE:
+            # VRP's editing buffer takes no more (the terminal rings instead) and would run what it
+            # holds; a script's over-long line is refused whole rather than run cut short.
+            return f"Error: The command is longer than {MAX_LINE} characters and was not run."
         if not line.strip():
             return ""
         prompt = self.prompt

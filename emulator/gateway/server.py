@@ -2,7 +2,13 @@
 
 Sessions ask for a pty and a shell (what netmiko does) or ``exec`` a single command.  Input is
 echoed and line-edited like a terminal (backspace, Ctrl+C drops the line, Ctrl+Z returns to the
-user view); every line goes to a :class:`~emulator.gateway.cli.CliSession`.
+user view; :mod:`~emulator.gateway.terminal`); every line goes to a
+:class:`~emulator.gateway.cli.CliSession`.
+
+A hostile or careless client gets what VRP gives it: at most :data:`MAX_VTY` shells and execs at
+once (one more is told that all user interfaces are used), a line of at most 510 characters, a
+silent shell closed after the VTY idle timeout, a connection that never logs in closed after the
+SSH server's login timeout; connections beyond twice the VTYs are closed at accept.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 import paramiko
 
 from .cli import CliSession, Gateway
+from .terminal import CANCEL, ECHO, SUSPEND, LineEditor
 
 PasswordCheck = Callable[[str, str], bool]
 
@@ -64,9 +71,19 @@ def password_checker(username: str, password: str) -> PasswordCheck:
     return check
 
 
-BANNER = ("\r\nInfo: The max number of VTY users is 10, and the number\r\n"
+BANNER = ("\r\nInfo: The max number of VTY users is {max}, and the number\r\n"
           "      of current VTY users on line is {n}.\r\n"
           "      The current login time is {t}.\r\n")
+MAX_VTY = 10
+"""VTY user interfaces: a shell or an exec holds one while it runs; one more is refused."""
+ALL_VTY_BUSY = "All user interfaces are used, please try later!"
+"""What VRP answers a login when every VTY is taken (the text clients match on)."""
+LOGIN_TIMEOUT_S = 60.0
+"""A connection must log in and ask for a shell or exec within this (VRP's ``ssh server timeout``
+default); one that never does would hold a thread forever."""
+IDLE_TIMEOUT_S = 600.0
+"""VRP's ``idle-timeout`` default on ``user-interface vty``: a silent shell is closed, and so is a
+connection left with no session open."""
 
 
 class _Handler(paramiko.ServerInterface):
@@ -136,7 +153,8 @@ class GatewayServer:
     def __init__(self, gateway: Gateway, host_key: paramiko.PKey, address: str = "0.0.0.0", port: int = 22,
                  check_password: PasswordCheck | None = None, authorized_keys: list[paramiko.PKey] | None = None,
                  key_user: str | None = None, log: Callable[[str], None] | None = None,
-                 idle_timeout_s: float = 600.0) -> None:
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, max_vty: int = MAX_VTY,
+                 login_timeout_s: float = LOGIN_TIMEOUT_S) -> None:
         if not check_password and not authorized_keys:
             raise ValueError("no way to log in: give a password or authorized keys")
         self.gw = gateway
@@ -147,12 +165,18 @@ class GatewayServer:
         self.key_user = key_user
         self.log = log or (lambda _m: None)
         self.idle_timeout_s = idle_timeout_s
+        self.login_timeout_s = login_timeout_s
+        self.max_vty = max_vty
+        self.max_connections = 2 * max_vty
+        """SSH connections at once, logged in or not (a thread each): room beyond the VTYs for the
+        clients told that all are busy; more are closed at accept, as sshd's MaxStartups does."""
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._transports: set[paramiko.Transport] = set()
         self._lock = threading.Lock()
-        self.sessions = 0
+        self.vty_users = 0
+        self.connections = 0
 
     def start(self) -> GatewayServer:
         sock = socket.socket(socket.AF_INET6 if ":" in self.address else socket.AF_INET, socket.SOCK_STREAM)
@@ -193,41 +217,79 @@ class GatewayServer:
                 continue
             except OSError:
                 break
+            with self._lock:
+                full = self.connections >= self.max_connections
+                if not full:
+                    self.connections += 1
+            if full:
+                self.log(f"connection from {peer[0]} refused: {self.max_connections} connections already")
+                conn.close()
+                continue
             t = threading.Thread(target=self._serve, args=(conn, peer), name=f"gw-{peer[0]}:{peer[1]}", daemon=True)
             t.start()
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
 
     def _serve(self, conn: socket.socket, peer: tuple) -> None:  # type: ignore[type-arg]
-        conn.settimeout(None)
-        tr = paramiko.Transport(conn)
-        tr.add_server_key(self.host_key)
-        handler = _Handler(self)
-        with self._lock:
-            self._transports.add(tr)
+        tr: paramiko.Transport | None = None
         try:
+            conn.settimeout(None)
+            tr = paramiko.Transport(conn)
+            tr.add_server_key(self.host_key)
+            handler = _Handler(self)
+            with self._lock:
+                self._transports.add(tr)
             try:
                 tr.start_server(server=handler)
             except (paramiko.SSHException, EOFError, OSError):
                 return
             self.log(f"connection from {peer[0]}")
+            # Until its first session the connection has login_timeout_s; then, with none open, idle_timeout_s.
+            busy_at, served = time.monotonic(), False
+            channels: list[threading.Thread] = []
             while not self._stop.is_set() and tr.is_active():
                 chan = tr.accept(timeout=0.5)
-                if chan is None:
-                    continue
-                t = threading.Thread(target=self._channel, args=(tr, handler, chan), daemon=True,
-                                     name=f"gw-chan-{peer[0]}:{peer[1]}:{chan.get_id()}")
-                t.start()
+                channels = [t for t in channels if t.is_alive()]
+                if chan is not None:
+                    if len(channels) >= self.max_vty:           # no more VTYs could be had on it anyway
+                        chan.close()
+                        continue
+                    t = threading.Thread(target=self._channel, args=(tr, handler, chan), daemon=True,
+                                         name=f"gw-chan-{peer[0]}:{peer[1]}:{chan.get_id()}")
+                    t.start()
+                    channels.append(t)
+                if channels:
+                    busy_at, served = time.monotonic(), True
+                elif time.monotonic() - busy_at > (self.idle_timeout_s if served else self.login_timeout_s):
+                    self.log(f"connection from {peer[0]} closed: " + ("idle" if served else "no session opened"))
+                    break
         except (EOFError, OSError, paramiko.SSHException) as exc:
             self.log(f"session from {peer[0]} ended: {exc}")
         finally:
             with self._lock:
-                self._transports.discard(tr)
-            tr.close()
+                if tr is not None:
+                    self._transports.discard(tr)
+                self.connections -= 1
+            if tr is not None:
+                tr.close()
+            else:
+                conn.close()
+
+    def _take_vty(self) -> int | None:
+        """The number of VTY users with this one, or None when all are taken."""
+        with self._lock:
+            if self.vty_users >= self.max_vty:
+                return None
+            self.vty_users += 1
+            return self.vty_users
+
+    def _release_vty(self) -> None:
+        with self._lock:
+            self.vty_users -= 1
 
     def _channel(self, tr: paramiko.Transport, handler: _Handler, chan: paramiko.Channel) -> None:
         ev, cmd = handler.request(chan)
         try:
-            if not ev.wait(timeout=30):
+            if not ev.wait(timeout=self.login_timeout_s):
                 chan.close()
                 return
             if cmd[0] is not None:
@@ -236,9 +298,21 @@ class GatewayServer:
                 # global request answered by the client is handled by the transport thread after
                 # that reply: once it is answered, the reply is on the wire.
                 tr.global_request("keepalive@openssh.com", wait=True)
-                self._exec(chan, cmd[0])
-            else:
-                self._shell(chan)
+            n = self._take_vty()
+            if n is None:
+                self.log(f"session refused: all {self.max_vty} VTYs are in use")
+                chan.sendall(f"{ALL_VTY_BUSY}\r\n".encode())
+                if cmd[0] is not None:
+                    chan.send_exit_status(1)
+                chan.close()
+                return
+            try:
+                if cmd[0] is not None:
+                    self._exec(chan, cmd[0])
+                else:
+                    self._shell(chan, n)
+            finally:
+                self._release_vty()
         except (EOFError, OSError, paramiko.SSHException) as exc:
             self.log(f"channel ended: {exc}")
             chan.close()
@@ -254,17 +328,12 @@ class GatewayServer:
         chan.shutdown_write()
         chan.close()
 
-    def _shell(self, chan: paramiko.Channel) -> None:
+    def _shell(self, chan: paramiko.Channel, users: int) -> None:
         s = CliSession(self.gw)
-        with self._lock:
-            self.sessions += 1
-            n = self.sessions
-        chan.sendall(BANNER.format(n=n, t=time.strftime("%Y-%m-%d %H:%M:%S")).encode() + b"\r\n"
-                     + s.prompt.encode())
+        chan.sendall(BANNER.format(max=self.max_vty, n=users, t=time.strftime("%Y-%m-%d %H:%M:%S")).encode()
+                     + b"\r\n" + s.prompt.encode())
         chan.settimeout(self.idle_timeout_s)
-        buf = ""
-        last_cr = False
-        esc = 0
+        editor = LineEditor()
         try:
             while not self._stop.is_set() and not s.closed:
                 try:
@@ -274,51 +343,27 @@ class GatewayServer:
                     break
                 if not data:
                     break
-                echo = []
-                for ch in data.decode("utf-8", "replace"):
-                    if esc == 1:                            # ESC seen: expect '[' (CSI) or drop one char
-                        esc = 2 if ch == "[" else 0
-                        continue
-                    if esc == 2:                            # inside CSI: parameters until a final byte
-                        if "@" <= ch <= "~":
-                            esc = 0
-                        continue
-                    if ch == "\x1b":
-                        esc = 1
-                        continue
-                    if ch == "\n" and last_cr:
-                        last_cr = False
-                        continue
-                    last_cr = ch == "\r"
-                    if ch in "\r\n":
-                        if echo:
-                            chan.sendall("".join(echo).encode())
-                            echo = []
-                        out = s.handle_line(buf)
-                        buf = ""
+                out: list[str] = []
+                for kind, text in editor.feed(data):
+                    if kind == ECHO:
+                        out.append(text)
+                    elif kind == CANCEL:
+                        out.append("^C\r\n" + s.prompt)
+                    elif kind == SUSPEND:                   # Ctrl+Z: back to the user view
+                        if s.view != "user" and s.prompt != "":
+                            s.do_return_()
+                        out.append("\r\n" + s.prompt)
+                    else:                                   # a line
+                        if out:
+                            chan.sendall("".join(out).encode())
+                            out = []
+                        result = s.handle_line(text)
                         if s.closed:
                             chan.sendall(b"\r\n")
                             return
-                        chan.sendall(b"\r\n" + (_crlf(out) + b"\r\n" if out else b"") + s.prompt.encode())
-                    elif ch in "\x7f\x08":
-                        if buf:
-                            buf = buf[:-1]
-                            echo.append("\b \b")
-                    elif ch == "\x03":                      # Ctrl+C: drop the line
-                        buf = ""
-                        echo.append("^C\r\n" + s.prompt)
-                    elif ch == "\x1a":                      # Ctrl+Z: back to the user view
-                        if s.view != "user" and s.prompt != "":
-                            s.do_return_()
-                        buf = ""
-                        echo.append("\r\n" + s.prompt)
-                    elif ch == "\t" or ch < " ":
-                        continue
-                    else:
-                        buf += ch
-                        echo.append(ch)
-                if echo:
-                    chan.sendall("".join(echo).encode())
+                        chan.sendall(b"\r\n" + (_crlf(result) + b"\r\n" if result else b"") + s.prompt.encode())
+                if out:
+                    chan.sendall("".join(out).encode())
         finally:
             chan.close()
 

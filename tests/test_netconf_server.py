@@ -13,7 +13,7 @@ from ncclient import manager
 from ncclient.operations import RPCError
 from ncclient.transport.errors import SSHUnknownHostError
 
-from emulator.netconf import NetconfServer
+from emulator.netconf import Datastore, NetconfServer, RpcError
 from emulator.netconf.framing import EOM, Framer, FramingError
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
@@ -348,6 +348,35 @@ def test_edit_config_merge_replace_create_delete_remove(m):
     assert mtu_of(m, "eth2") is None
 
 
+def test_merge_of_an_empty_container_changes_nothing():
+    """Found by fuzzing: an empty <interfaces/> in a merge was taken for a leaf, and merging a leaf
+    drops the node's children: every interface was deleted by an edit that named none."""
+    ds = Datastore(INITIAL)
+    ds.edit_config(1, "running", etree.fromstring(cfg(f'<interfaces xmlns="{IF_NS}"/>')))
+    assert [e.text for e in ds.running.iter(f"{{{IF_NS}}}name")] == ["eth0", "eth1"]
+    with pytest.raises(RpcError) as ei:                     # a value for a container is refused, not stored
+        ds.edit_config(1, "running", etree.fromstring(cfg(f'<interfaces xmlns="{IF_NS}">x</interfaces>')))
+    assert ei.value.tag == "invalid-value"
+    assert [e.text for e in ds.running.iter(f"{{{IF_NS}}}name")] == ["eth0", "eth1"]
+
+
+@pytest.mark.parametrize("op", ["replace", "create"])
+def test_a_subtree_stored_whole_holds_no_two_entries_with_one_key(op):
+    """Found by fuzzing: replace and create copy their subtree as sent, so two <interface> entries
+    named eth0 (or one without its key) were stored side by side; merge meets each through its key."""
+    ds = Datastore(f'<data xmlns="{NC}"><system xmlns="{SYS_NS}"/></data>', schema={f"{{{IF_NS}}}interface": ["name"]})
+    twice = (f'<interfaces xmlns="{IF_NS}" nc:operation="{op}"><interface><name>eth0</name><mtu>1</mtu></interface>'
+             "<interface><name>eth0</name><mtu>2</mtu></interface></interfaces>")
+    with pytest.raises(RpcError) as ei:
+        ds.edit_config(1, "running", etree.fromstring(cfg(twice)))
+    assert ei.value.tag == "invalid-value" and "two interface entries with name='eth0'" in ei.value.message
+    keyless = f'<interfaces xmlns="{IF_NS}" nc:operation="{op}"><interface><mtu>1</mtu></interface></interfaces>'
+    with pytest.raises(RpcError) as ei:
+        ds.edit_config(1, "running", etree.fromstring(cfg(keyless)))
+    assert ei.value.tag == "missing-element"
+    assert ds.running.find(f".//{{{IF_NS}}}interfaces") is None
+
+
 def test_default_operation_none_and_replace(m):
     # none: only nodes with an operation change; the merge-style leaf is ignored
     m.edit_config(
@@ -619,6 +648,21 @@ def test_malformed_xml_gets_rpc_error_and_session_survives(server):
         fr.write_message(f'<rpc message-id="m2" xmlns="{NC}"><get/></rpc>'.encode())
         r = etree.fromstring(fr.read_message())
         assert r.get("message-id") == "m2" and r.find(f"{{{NC}}}data") is not None
+    finally:
+        t.close()
+
+
+def test_a_message_id_that_is_not_xml_text_still_gets_an_rpc_error(server):
+    """The message-id salvaged from malformed XML was put in the reply as is: a control character
+    in it made lxml raise, the session's thread died and the client got no reply (found by fuzzing)."""
+    t, ch = _raw_session(server)
+    try:
+        fr = _hello_11(ch)
+        fr.write_message(f'<rpc xmlns="{NC}" message-id="a\x01b"><get/>'.encode())
+        r = etree.fromstring(fr.read_message())
+        assert r.get("message-id") is None and r.findtext(f".//{{{NC}}}error-tag") == "malformed-message"
+        fr.write_message(f'<rpc message-id="m2" xmlns="{NC}"><get/></rpc>'.encode())
+        assert etree.fromstring(fr.read_message()).get("message-id") == "m2"     # the session goes on
     finally:
         t.close()
 

@@ -185,6 +185,29 @@ class Editor:
             p += "".join(f"[{k}='{v}']" for k, v in vals.items())
         return p
 
+    def check_entries(self, src, path: str) -> None:
+        """A subtree stored whole (create, replace) must hold no list entry without its key and no
+        two entries with one key: merge meets each entry through ``find``, these would not."""
+        for el in src.iter():
+            if not _is_elem(el):
+                continue
+            seen = set()
+            for c in _children(el):
+                keys = self.keys_for(c)
+                if not keys:
+                    continue
+                vals = self.key_values(c, keys)
+                where = f"{path}/.../{_local(c.tag)}" if el is not src else f"{path}/{_local(c.tag)}"
+                if vals is None:
+                    raise RpcError("missing-element", f"list entry {where} lacks its key", path=where,
+                                   info=[("bad-element", keys[0])])
+                ident = (c.tag, tuple(vals.items()))
+                if ident in seen:
+                    key = ", ".join(f"{k}={v!r}" for k, v in vals.items())
+                    raise RpcError("invalid-value", f"two {_local(c.tag)} entries with {key} in {path}", path=where,
+                                   info=[("bad-element", _local(c.tag))])
+                seen.add(ident)
+
     @staticmethod
     def clean(src):
         c = copy.deepcopy(src)
@@ -219,6 +242,8 @@ class Editor:
             )
         existing = self.find(parent, src, path)
         leaf = not _children(src)
+        if op in ("create", "replace"):
+            self.check_entries(src, path)
         if op == "create":
             if existing is not None:
                 raise RpcError("data-exists", f"{path} already exists", path=path)
@@ -239,7 +264,13 @@ class Editor:
         elif op == "merge":
             if existing is None:
                 existing = etree.SubElement(parent, src.tag, nsmap=src.nsmap)
-            if leaf:
+            if leaf and _children(existing):
+                # An element with no children merged into a container: nothing to merge (without a
+                # schema, the stored node's children say it is a container, not a leaf to overwrite).
+                if _text(src):
+                    raise RpcError("invalid-value", f"{path} is a container; it takes no value", path=path,
+                                   info=[("bad-element", _local(src.tag))])
+            elif leaf:
                 existing.text = src.text
                 for c in list(existing):
                     existing.remove(c)

@@ -130,7 +130,7 @@ class Session:
         self.transport = transport
         self.channel = channel
         self.username = username
-        self.framer = Framer(channel)
+        self.framer = Framer(channel, max_message=server.max_message)
         self.subscribed = False
         self.subscription_filter = None
         self.closed = False
@@ -197,7 +197,10 @@ class Session:
         except etree.XMLSyntaxError as e:
             # echo the message-id if it can be read: ncclient's session thread dies on a reply without one
             m = _MSGID_RE.search(msg[:4096])
-            fake = etree.Element(qn("rpc"), {"message-id": m.group(2).decode("utf-8", "replace")}) if m else None
+            try:
+                fake = etree.Element(qn("rpc"), {"message-id": m.group(2).decode("utf-8", "replace")}) if m else None
+            except ValueError:  # not XML text (a control character): the reply goes without it
+                fake = None
             return self._reply(fake, [RpcError("malformed-message", f"malformed XML: {e}", type="rpc")])
         if rpc.getroottree().docinfo.doctype or next(rpc.iter(etree.Entity), None) is not None:
             # A DTD lets an undeclared entity reference through the parser unresolved; stored in
@@ -272,6 +275,7 @@ class NetconfServer:
         persist_path: str | None = None,
         max_sessions: int = 32,
         idle_timeout_s: float = 3600.0,
+        max_message: int = 64 * 1024 * 1024,
     ):
         self.host = host
         self.port = port
@@ -296,6 +300,8 @@ class NetconfServer:
         session limit does."""
         self.idle_timeout_s = idle_timeout_s
         """A session that sends nothing for this long is closed (unless it listens to notifications)."""
+        self.max_message = max_message
+        """Bytes one message may hold; a session sending more is closed (what it buffers, at most)."""
 
     @staticmethod
     def _host_key(path):

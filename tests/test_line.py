@@ -163,6 +163,7 @@ def test_config_defaults() -> None:
     ({"mtu": 20}, "mtu"),
     ({"rate_bps": -1}, "rate_bps"),
     ({"rate_bps": "1G"}, "rate_bps"),
+    ({"rate_bps": 10**400}, "rate_bps"),        # a JSON integer too big for a float: OverflowError before
     ({"buffer_ms": 0}, "buffer_ms"),
     ({"paths": []}, "paths"),
     ({"paths": [{"name": "w", "length_km": -3}]}, "paths[0].length_km"),
@@ -537,6 +538,13 @@ def test_service_reset_counters_is_a_baseline(service: LineService) -> None:
     ({"op": "set_path_up", "path": "working", "up": 1}, "up must be true or false"),
     ({"op": "outage", "ms": 0}, "ms must be"),
     ({"op": "outage", "ms": "50"}, "ms must be"),
+    # found by fuzzing: a huge JSON integer made math.isfinite raise ("internal error: OverflowError"),
+    # and set_rate took rates the line's own config refuses
+    ({"op": "set_rate", "rate_bps": 10**400}, "rate_bps must be a whole number in [0, 1e+13]"),
+    ({"op": "set_rate", "rate_bps": 1e308}, "rate_bps must be"),
+    ({"op": "outage", "ms": 10**400}, "ms must be"),
+    ({"op": "set_ber", "path": "working", "ber": 10**400}, "ber: must be"),
+    ({"op": "configure_protection", "mode": "none", "wtr_s": 10**400}, "wtr_s: must be <="),
 ])
 def test_service_rejects_bad_requests_clearly(service: LineService, req: Any, needle: str) -> None:
     r = service.handle(req)
@@ -575,6 +583,26 @@ def test_control_socket_and_client(tmp_path: Path, service: LineService) -> None
     assert not os.path.exists(path)
     with pytest.raises(LineUnavailable, match="not available"):
         LineControl(path).ping()
+
+
+def test_a_deeply_nested_request_is_refused_and_the_connection_goes_on(tmp_path: Path, service: LineService) -> None:
+    """json.loads recurses per level: 30000 '[' (within the line limit) raised RecursionError, which
+    killed the connection's thread without a reply (found by fuzzing)."""
+    path = str(tmp_path / "line.sock")
+    srv = ControlServer(path, service)
+    srv.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            f = s.makefile("rwb")
+            f.write(b"[" * 30000 + b"]" * 30000 + b'\n{"op": "ping"}\n')
+            f.flush()
+            first, second = json.loads(f.readline()), json.loads(f.readline())
+        assert first["ok"] is False and "nested too deeply" in first["error"]
+        assert second["ok"] is True
+    finally:
+        srv.stop()
 
 
 def test_stale_control_socket_is_replaced(tmp_path: Path, service: LineService) -> None:

@@ -15,7 +15,6 @@ programmed into the data plane ahead of time (see forwarder.Shared.set_program).
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import socketserver
@@ -31,6 +30,8 @@ from .transport import CAUSES
 
 MAX_LINE = 65536
 MAX_OUTAGE_MS = 3_600_000
+MAX_RATE_BPS = 10**13
+"""What the line's config accepts as rate_bps (LineConfig): set_rate takes no more."""
 BOOKKEEPING_LAG_S = 0.05
 """How long after a programmed switch's start or end the timer thread catches up with it (logs
 it, commits it). The data plane switches on time by itself; waking this process exactly then
@@ -201,9 +202,11 @@ class LineService:
 
     def _op_set_rate(self, req: dict[str, Any]) -> dict[str, Any]:
         (rate,) = self._fields(req, "rate_bps")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) \
-                or rate < 0 or rate != int(rate):
-            raise RequestError(f"set_rate: rate_bps must be a whole number >= 0 (0 = unlimited), got {rate!r}")
+        # Compared, never converted first: float(10**400) raises, and NaN fails every comparison.
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= MAX_RATE_BPS \
+                or rate != int(rate):
+            raise RequestError(f"set_rate: rate_bps must be a whole number in [0, {MAX_RATE_BPS:.0e}] "
+                               f"(0 = unlimited), got {rate!r}")
         prev, self.rate_bps = self.rate_bps, int(rate)
         self.shared.params[P_RATE] = float(self.rate_bps)
         if prev != self.rate_bps:
@@ -245,8 +248,7 @@ class LineService:
 
     def _op_outage(self, req: dict[str, Any]) -> dict[str, Any]:
         (ms,) = self._fields(req, "ms")
-        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) \
-                or not 0 < ms <= MAX_OUTAGE_MS:
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 < ms <= MAX_OUTAGE_MS:
             raise RequestError(f"outage: ms must be a number in (0, {MAX_OUTAGE_MS}], got {ms!r}")
         now = time.monotonic()
         self.outage_start, self.outage_end = now, now + ms / 1000.0
@@ -363,6 +365,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 req = json.loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
                 reply = {"ok": False, "error": f"request is not valid JSON: {exc}"}
+            except RecursionError:  # json recurses once per level: '[' * 30000 fits in MAX_LINE
+                reply = {"ok": False, "error": "request is nested too deeply (a request is one flat object)"}
             else:
                 reply = self.server.service.handle(req)
             if not self._reply(reply):

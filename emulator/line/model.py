@@ -80,7 +80,8 @@ def schedule_departure(
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    # An int is finite, and math.isfinite(10**400) raises OverflowError instead of answering.
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
 
 
 def _number(d: dict[str, Any], key: str, where: str, default: Any = ..., lo: float | None = None,

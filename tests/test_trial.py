@@ -104,6 +104,15 @@ def test_profile_errors_name_file_line_field_and_fix(tmp_path: Path) -> None:
     f.write_text(text.replace("extends: full", "extends: fulll"))
     with pytest.raises(ProfileError, match=r"profiles.nightly.extends: extends unknown profile 'fulll'\n    fix: name one of"):
         load_trial(f)
+    for empty in ("", "# nothing\n", "- a list\n"):                  # no field to name: line 1 (found by fuzzing)
+        f.write_text(empty)
+        with pytest.raises(ProfileError) as e:
+            load_trial(f)
+        assert [(p.line, p.field) for p in e.value.problems] == [(1, "")], str(e.value)
+        assert "must be a YAML mapping (version:, profiles:, criteria:)" in str(e.value)
+    f.write_text(text.replace("extends: full", "extends: [full]"))   # a list: TypeError before (found by probing)
+    with pytest.raises(ProfileError, match=r"profiles.nightly.extends: extends names one profile, not list \['full'\]"):
+        load_trial(f)
     f.write_text(text + "  - id: switchover.affected\n    scenario: switchover\n    metric: x\n    op: observe\n"
                  "    reference: {text: t}\n")
     with pytest.raises(ProfileError, match="criterion id 'switchover.affected' is used twice"):

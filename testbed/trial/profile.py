@@ -220,6 +220,11 @@ def load_trial(path: str | Path | None = None) -> Trial:
     except OSError as exc:
         raise ProfileError([Problem(path, None, "", f"cannot read: {exc.strerror}",
                                     "pass an existing file (the default is cases/profiles.yaml)")]) from None
+    if not isinstance(src.data, dict):                  # no field to name: point at the top of the file
+        empty = "the file is empty: " if src.data is None else ""
+        raise ProfileError([Problem(path, src.lines.get((), 1), "",
+                                    f"{empty}the profiles file must be a YAML mapping (version:, profiles:, criteria:)",
+                                    "start from cases/profiles.yaml as shipped")])
     try:
         spec = TrialSpec.model_validate(src.data)
     except ValidationError as exc:
@@ -242,8 +247,11 @@ def load_trial(path: str | Path | None = None) -> Trial:
         own = {k: v for k, v in raw.items() if k != "extends"}
         if parent is None:
             return own
-        if parent not in spec.profiles or parent in seen:
-            why = "extends itself" if parent in seen else f"extends unknown profile {parent!r}"
+        if not isinstance(parent, str) or parent not in spec.profiles or parent in seen:
+            if not isinstance(parent, str):                      # a list or mapping: not even hashable
+                why = f"extends names one profile, not {type(parent).__name__} {parent!r}"
+            else:
+                why = "extends itself" if parent in seen else f"extends unknown profile {parent!r}"
             problems.append(Problem(path, src.line_of(("profiles", name, "extends")), f"profiles.{name}.extends",
                                     why, f"name one of: {', '.join(p for p in spec.profiles if p != name)}"))
             return None

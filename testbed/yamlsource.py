@@ -20,6 +20,12 @@ and profiles expand to under a thousand; a 400-byte alias bomb (each level ten a
 before) passes the limit at its fifth level; each level more took ten times longer to load."""
 
 
+MAX_DEPTH = 64
+"""Collections inside collections a file may have; the shipped inventories and profiles use six.
+Composing and constructing recurse once per level, so a deeper file would end in RecursionError
+(with no line to show): the depth is measured first on the parser's events, which do not recurse."""
+
+
 class YamlSourceError(Exception):
     """The file is not readable YAML; carries the line of the first problem."""
 
@@ -55,13 +61,21 @@ def load_yaml(path: Path) -> YamlSource:
         raise YamlSourceError(f"cannot read the file: {exc.strerror or exc}", None,
                               "check the path; relative paths are from the current directory") from exc
     except UnicodeDecodeError as exc:
-        raise YamlSourceError(f"not UTF-8 text: {exc.reason}", None, "save the file as UTF-8") from exc
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise YamlSourceError(f"not UTF-8 text: {exc.reason}", line, "save the file as UTF-8") from exc
     try:
+        check_depth(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise YamlSourceError(f"YAML syntax: {exc.problem or exc}", line) from exc
+    except yaml.reader.ReaderError as exc:  # not a MarkedYAMLError: it knows the offset, not the line
+        ch = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        escaped = ch.encode("unicode_escape").decode()
+        raise YamlSourceError(f"YAML: character {ch!r} (U+{ord(ch):04X}) is not allowed in a YAML file",
+                              text[:exc.position].count("\n") + 1,
+                              f'remove it, or write it as an escape in a double-quoted string ("{escaped}")') from exc
     except yaml.YAMLError as exc:
         raise YamlSourceError(f"YAML syntax: {exc}", None) from exc
     except RecursionError as exc:
@@ -79,6 +93,20 @@ def load_yaml(path: Path) -> YamlSource:
     except RecursionError as exc:
         raise _too_deep() from exc
     return src
+
+
+def check_depth(text: str) -> None:
+    """Refuse collections nested more than MAX_DEPTH levels, at the line where it happens."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlSourceError(f"the YAML is nested too deeply to read (more than {MAX_DEPTH} levels)",
+                                      event.start_mark.line + 1,
+                                      "write the file with fewer levels of nesting (an inventory needs a handful)")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _too_deep() -> YamlSourceError:

@@ -272,6 +272,28 @@ def test_deep_nesting_is_refused_not_a_traceback(tmp_path: Path) -> None:
     assert "nested too deeply" in info.value.problems[0].message
 
 
+def test_deep_nesting_and_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:
+    """Found by fuzzing: these were reported with the file alone (the depth as a RecursionError caught
+    after the fact, the encoding by the decoder, a control character by YAML's reader with an
+    offset), so nobody could find the place in a long file."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: x\nsites:\n  - " + "[" * 70 + "]" * 70 + "\n", encoding="utf-8")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    [problem] = info.value.problems
+    assert problem.line == 3 and "nested too deeply to read (more than 64 levels)" in problem.message
+    path.write_bytes(b"name: x\ndescription: caf\xe9\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    [problem] = info.value.problems
+    assert problem.line == 2 and "not UTF-8" in problem.message
+    path.write_bytes(b"name: x\n\ndescription: a\x08b\n")     # a control character YAML refuses
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    [problem] = info.value.problems
+    assert problem.line == 3 and "character '\\x08' (U+0008) is not allowed" in problem.message
+
+
 def test_merge_keys_in_the_shipped_inventories_stay_under_the_limit() -> None:
     import yaml
 

@@ -104,6 +104,8 @@ values = st.one_of(
 
 def paths(node: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [here]
+    if len(here) >= 12:                      # a deep value put in by an earlier mutation: mutate its top only
+        return out
     if isinstance(node, dict):
         for k, v in node.items():
             out += paths(v, here + (k,))

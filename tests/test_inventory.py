@@ -294,6 +294,19 @@ def test_deep_nesting_and_bytes_that_are_not_utf8_name_their_line(tmp_path: Path
     assert problem.line == 3 and "character '\\x08' (U+0008) is not allowed" in problem.message
 
 
+@pytest.mark.parametrize("prefix", ["/31", "/32"])
+def test_a_management_plan_of_one_or_two_addresses_is_reported_not_a_traceback(tmp_path: Path, prefix: str) -> None:
+    """Found by fuzzing: ipaddress gives the hosts of a /32 as a list, not an iterator, and
+    next() on it raised TypeError out of the loader."""
+    path = tmp_path / "inv.yaml"
+    path.write_text((ROOT / "inventory" / "emulated.yaml").read_text().replace(
+        "management: 198.18.0.0/24", f"management: 198.18.0.0{prefix}"))
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    assert any(p.field == "devices[0].mgmt.address" and "outside the management plan" in p.message
+               for p in info.value.problems), str(info.value)
+
+
 def test_merge_keys_in_the_shipped_inventories_stay_under_the_limit() -> None:
     import yaml
 

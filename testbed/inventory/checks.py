@@ -193,7 +193,7 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
     for site in plan.fabrics:
         if site not in sites and site not in raw["sites"]:
             yield (("emulation", "address_plan", "fabrics", site), f"no site {site!r}", f"use one of {sorted(sites)}")
-    controller = next(plan.management.hosts())
+    controller = next(iter(plan.management.hosts()), None)   # hosts() is a list for a /32, found by fuzzing
     for i, d in parts.devices:
         addr = d.mgmt.address
         if addr not in plan.management:

@@ -46,7 +46,8 @@ SCALARS = ["~", "null", "true", "no", "0", "-1", "1e400", ".nan", "-.inf", "0x1F
            "2024-01-01T00:00:00Z", "''", '""', "'x", '"\\x"', "!!int abc", "!!float x", "!!binary ====", "!!python/name:os.system",
            "!custom 1", "*missing", "&a 1", "*a", "{a: 1}", "[1, 2", "[[[[[]]]]]", "{", "}", "- x", "? x", "|", ">-",
            "%YAML 1.2", "---", "...", "<<: *a", "<<: 1", "@x", "`x", "\t", "\x00", "\x85", "\u2028", "\ufeff",
-           "198.18.0.256", "SHA256:" + "A" * 43, "http://user:pw@h", "x" * 300]
+           "198.18.0.256", "198.18.0.0/32", "198.18.0.0/31", "::1/128", "SHA256:" + "A" * 43, "http://user:pw@h",
+           "x" * 300]
 scalar = st.one_of(st.sampled_from(SCALARS), st.text(max_size=12), st.integers().map(str))
 
 
@@ -98,8 +99,8 @@ values = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10), st.sampled_from(SCALARS),
     st.just(dt.date(2024, 1, 1)), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
                                                                                         st.integers(), max_size=3),
-    st.integers(1, 900).map(deep), st.just({"env": "X", "file": "/x"}), st.just([None] * 3),
-)
+    st.integers(1, 900).map(deep), st.builds(lambda: {"env": "X", "file": "/x"}), st.builds(lambda: [None] * 3),
+)                                            # (builds, not just: a later mutation may change the value in place)
 
 
 def paths(node: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -74,10 +74,13 @@ def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any
                                str(b.data_ip), "--rate-pps", str(PPS), "--duration", str(secs), "--size", str(size),
                                "--realtime", "--spin-us", "20"],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert tx.stderr is not None
+        line = tx.stderr.readline()  # its first frame goes now: start-up took anything up to seconds
+        assert "probe send: sending" in line, line + tx.stderr.read()
 
         def run() -> None:
             try:
-                time.sleep(0.6 + action_at)
+                time.sleep(action_at)
                 action()
             except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
                 errors.append(exc)

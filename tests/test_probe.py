@@ -293,7 +293,10 @@ def run_probe(kind: str, secs: float, action_at: float, action: Any) -> tuple[di
                                # SCHED_FIFO, sleep rather than spin (RT throttling stops spinners)
                                "--realtime", "--spin-us", "20"],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.6 + action_at)  # python + scapy start-up, then into the stream
+        assert tx.stderr is not None
+        line = tx.stderr.readline()  # its first frame goes now: start-up took anything up to seconds
+        assert "probe send: sending" in line, line + tx.stderr.read()
+        time.sleep(action_at)
         action()
         out, err = tx.communicate(timeout=secs + 20)
         assert tx.returncode == 0, err

@@ -47,8 +47,11 @@ def cmd_send(a: argparse.Namespace) -> dict[str, Any]:
         count = max(1, round(a.rate_pps * a.duration))
     else:
         raise ProbeError("--rate-pps 0 (as fast as possible) needs --count")
+    def started() -> None:
+        print(f"probe send: sending {count} frames on {a.iface} to {a.dst_ip}", file=sys.stderr, flush=True)
+
     res = Sender(a.iface, spec, rate_pps=a.rate_pps, count=count, first_seq=a.first_seq, spin_us=a.spin_us,
-                 realtime=a.realtime, qdisc_bypass=a.qdisc_bypass).run()
+                 realtime=a.realtime, qdisc_bypass=a.qdisc_bypass, on_start=started).run()
     out = res.to_dict()
     if hop:
         out["next_hop"] = hop["next_hop"]

@@ -32,6 +32,7 @@ import struct
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from .analysis import Records
@@ -177,6 +178,9 @@ class Sender:
     realtime: bool = False
     qdisc_bypass: bool = False
     stop_on_signal: bool = True
+    # called once, just before the first frame: the moment a caller may act "into the stream"
+    # (start-up to here is seconds on a busy machine, and varies)
+    on_start: Callable[[], None] | None = None
     _stop: bool = field(default=False, init=False, repr=False)
 
     def stop(self, *_a: Any) -> None:
@@ -230,6 +234,8 @@ class Sender:
         late_max = 0
         gap_max = 0
         prev_tx = None
+        if self.on_start is not None:
+            self.on_start()
         start = mono() + 1_000_000
         first_real = last_real = 0
         first_mono = last_mono = start

@@ -79,6 +79,7 @@ class ServiceProbe:
         self.jobs: dict[str, RemoteJob] = {}
         self.lines: dict[str, list[str]] = {src: [], dst: []}
         self._ready = threading.Event()
+        self._sending = threading.Event()
         self.report: dict[str, Any] | None = None
         self.sender: dict[str, Any] | None = None
         self.started_ns: int | None = None
@@ -111,6 +112,8 @@ class ServiceProbe:
             self.lines[name].append(line)
             if "probe recv: ready" in line:
                 self._ready.set()
+            elif "probe send: sending" in line:
+                self._sending.set()
         return cb
 
     def start(self) -> ServiceProbe:
@@ -137,6 +140,11 @@ class ServiceProbe:
                    f"--stream {self.stream} --realtime --spin-us 20")
             self.started_ns = time.time_ns()
             self.jobs[self.src] = tx.start(cmd, f"{self._workdir(tx, self.src)}/send.log", self._on_line(self.src))
+            # return once frames flow, so a fault injected next falls inside the stream however long
+            # the sender's start-up took (seconds on a busy node)
+            if not self._sending.wait(30):
+                raise ProbeFailed(f"probe sender on {self.src} not sending within 30 s: "
+                                  f"{' | '.join(self.lines[self.src][-5:]) or 'no output'}")
             self.log(f"probe {self.src} -> {self.dst}: {self.rate_pps:g} pps for {self.duration_s:g} s")
         except (DriverError, OSError) as exc:
             self.close()

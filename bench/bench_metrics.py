@@ -2,7 +2,9 @@
 """Benchmark the metrics writer (testbed.metrics) against its own VictoriaMetrics; prints figures.
 
 (a) spool and replay: points written at a steady rate while the store is down for --down-s
-    (default 60) seconds all arrive once it is back (counted in the store, duplicates too);
+    (default 60) seconds all arrive once it is back (counted in the store, duplicates too); a second
+    writer to another store shares the spool folder during the outage: none of its points reach
+    the first store, all reach its own once that is back;
 (b) writer throughput to the local store, points per second (batching client; and the replay path);
 (c) cost of write() on the caller's thread, p50/p99 in µs, store up and store down (target p99 < 1 ms).
 
@@ -68,6 +70,12 @@ def bench_spool_replay(vm: LocalVictoriaMetrics, tmp: Path, down_s: float, rate:
     n = 0
     t_down = t_back = t_empty = None
     last_ns = 0
+    # another store's writer shares the spool folder (a controller with a lab and a production
+    # store): its store stays down until A has replayed, and none of its points may reach A
+    other = LocalVictoriaMetrics(tmp / "vm-other")
+    other_run = "other-" + uuid.uuid4().hex[:8]
+    w_other = MetricsWriter(other.url, spool_dir=tmp / "spool-a")
+    n_other = 0
     with MetricsWriter(vm.url, spool_dir=tmp / "spool-a") as w:
         start = time.monotonic()
         next_t = start
@@ -87,6 +95,9 @@ def bench_spool_replay(vm: LocalVictoriaMetrics, tmp: Path, down_s: float, rate:
             w.write(r)
             costs[phase].append(time.perf_counter() - t0)
             n += 1
+            if phase == "down":
+                w_other.write(rec(other_run, n_other, last_ns))
+                n_other += 1
             if n % max(1, int(rate / 5)) == 0:
                 p = w.pending()
                 peak_spooled, peak_segments = max(peak_spooled, p.spooled), max(peak_segments, p.segments)
@@ -101,12 +112,23 @@ def bench_spool_replay(vm: LocalVictoriaMetrics, tmp: Path, down_s: float, rate:
     close_s = time.monotonic() - t0
     left = w.pending()
     samples, distinct = stored(vm, run_id)
+    in_wrong_store = stored(vm, other_run)[0]
+    other.start()                       # the other store comes back: its writer replays its own
+    try:
+        wait_drained(w_other, 120)
+        w_other.close()
+        other_samples, other_distinct = stored(other, other_run)
+    finally:
+        other.stop()
     return {"written": n, "stored": samples, "distinct_steps": distinct, "lost": n - distinct,
+            "other_store_written": n_other, "other_store_stored": other_distinct,
+            "other_points_in_this_store": in_wrong_store,
             "duplicates": samples - distinct, "down_s": down_s, "rate_per_s": rate,
             "peak_spooled": peak_spooled, "peak_segments": peak_segments,
             "spool_empty_s_after_store_back": round(t_empty - t_back, 2), "drain_wait_after_last_write_s": round(drain_s, 2),
             "close_s": round(close_s, 3), "left_in_spool": left.spooled, "counters": dict(w.counters),
-            "write_cost": {k: us(v) for k, v in costs.items() if v}, "PASS": n == samples == distinct}
+            "write_cost": {k: us(v) for k, v in costs.items() if v},
+            "PASS": n == samples == distinct and n_other == other_samples == other_distinct and not in_wrong_store}
 
 
 def bench_throughput(vm: LocalVictoriaMetrics, tmp: Path, n: int, batch_size: int, prebuilt: bool) -> dict[str, Any]:
@@ -219,7 +241,9 @@ def main() -> int:
             print(f"(a) written {r['written']}, in store {r['stored']} (lost {r['lost']}, duplicates "
                   f"{r['duplicates']}); peak spool {r['peak_spooled']} points in {r['peak_segments']} segments; "
                   f"spool empty {r['spool_empty_s_after_store_back']} s after the store came back; close "
-                  f"{r['close_s']} s; write() cost {r['write_cost']}; {'PASS' if r['PASS'] else 'FAIL'}", flush=True)
+                  f"{r['close_s']} s; write() cost {r['write_cost']}; another store's writer on the same spool: "
+                  f"{r['other_store_written']} written, {r['other_store_stored']} in its store once back, "
+                  f"{r['other_points_in_this_store']} in this one; {'PASS' if r['PASS'] else 'FAIL'}", flush=True)
     finally:
         vm.stop()
         shutil.rmtree(tmp, ignore_errors=True)

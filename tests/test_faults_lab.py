@@ -55,10 +55,13 @@ def tb(emulated_lab: LabPlan, inventory: Inventory) -> Iterator[Testbed]:
 
 
 def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any], size: int = 128,
-          idle: float = 0.5, stream_done: threading.Event | None = None) -> dict[str, Any]:
-    """Stream ``secs`` s at 10 kpps dc-a-gpu1 -> dc-b-gpu1; ``action`` runs ``action_at`` s in (in a
-    thread, so it may block: a `with fault.applied()` held for a while; ``stream_done`` is set once the
-    sender is done, for an action that must outlast the stream).  The receiver's report."""
+          idle: float = 0.5, stream_done: threading.Event | None = None,
+          applied: threading.Event | None = None) -> dict[str, Any]:
+    """Stream ``secs`` s at 10 kpps dc-a-gpu1 -> dc-b-gpu1; ``action`` runs ``action_at`` s after the
+    first frame (in a thread, so it may block: a `with fault.applied()` held for a while;
+    ``stream_done`` is set once the sender is done, for an action that must outlast the stream).
+    With ``applied``, the action runs first and the stream starts once it sets that event (a fault
+    the whole stream must cross).  The receiver's report."""
     a, b = plan.node("dc-a-gpu1"), plan.node("dc-b-gpu1")
     py = [sys.executable, "-m", "drivers.probe"]
     sent = int(PPS * secs)
@@ -70,6 +73,22 @@ def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any
     try:
         assert rx.stderr is not None
         assert "ready" in rx.stderr.readline()
+
+        def run() -> None:
+            try:
+                if applied is None:
+                    time.sleep(action_at)
+                action()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+                errors.append(exc)
+                if applied is not None:
+                    applied.set()
+        worker = threading.Thread(target=run)
+        if applied is not None:
+            worker.start()
+            assert applied.wait(60), "the action did not apply its fault within 60 s"
+            if errors:
+                raise errors[0]
         tx = subprocess.Popen(["ip", "netns", "exec", a.netns, *py, "send", "--iface", "fab0", "--dst-ip",
                                str(b.data_ip), "--rate-pps", str(PPS), "--duration", str(secs), "--size", str(size),
                                "--realtime", "--spin-us", "20"],
@@ -77,15 +96,8 @@ def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any
         assert tx.stderr is not None
         line = tx.stderr.readline()  # its first frame goes now: start-up took anything up to seconds
         assert "probe send: sending" in line, line + tx.stderr.read()
-
-        def run() -> None:
-            try:
-                time.sleep(action_at)
-                action()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-                errors.append(exc)
-        worker = threading.Thread(target=run)
-        worker.start()
+        if applied is None:
+            worker.start()
         out, err = tx.communicate(timeout=secs + 30)
         if stream_done is not None:
             stream_done.set()
@@ -103,7 +115,7 @@ def probe(plan: LabPlan, secs: float, action_at: float, action: Callable[[], Any
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        if worker is not None:
+        if worker is not None and worker.ident is not None:   # started
             worker.join(30)
 
 
@@ -126,12 +138,14 @@ def test_bandwidth_drop_halves_the_line_and_300g_is_refused(emulated_lab: LabPla
 def test_bit_errors_loss_matches_the_ber_for_the_frame_size(emulated_lab: LabPlan, tb: Testbed) -> None:
     ber, size, secs = 1e-6, 1500, 3.0
     state: dict[str, Any] = {}
+    applied, stream_done = threading.Event(), threading.Event()
 
     def hold() -> None:
         with BitErrors("working", ber).applied(tb) as rec:
             state["rec"] = rec
-            time.sleep(secs + 0.5)           # the whole stream crosses the errored path
-    rep = probe(emulated_lab, secs, -0.3, hold, size=size)
+            applied.set()
+            stream_done.wait(secs + 30)      # the whole stream crosses the errored path
+    rep = probe(emulated_lab, secs, 0, hold, size=size, stream_done=stream_done, applied=applied)
     p = 1 - (1 - ber) ** (8 * size)          # a frame is lost if any of its bits is errored
     expected = p * rep["expected"]
     sd = math.sqrt(expected)

@@ -109,6 +109,7 @@ class Roadm(BenchActions):
     def __init__(self, target: SshTarget, rpc_timeout_s: float = 30.0) -> None:
         self.nc = NetconfDevice(target, rpc_timeout_s)
         self.name = self.nc.name
+        self.nc.require_modules("openroadm", ("org-openroadm-device",))
 
     def close(self) -> None:
         self.nc.close()

@@ -8,14 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from drivers import SshTarget
+from drivers import SshTarget, registry
 from drivers.errors import AuthFailed, Unsupported
 from testbed.inventory import DeviceKind, Inventory
-from testbed.inventory.model import Device, SecretRef
-
-DEFAULT_PERSONALITY = {DeviceKind.OTN_TERMINAL: "openconfig", DeviceKind.ROADM: "openroadm",
-                       DeviceKind.GATEWAY: "vrp", DeviceKind.GPU_NODE: "openssh"}
-
+from testbed.inventory.model import DEFAULT_DRIVER, Device, SecretRef
 
 class SecretUnavailable(AuthFailed):
     """A secret reference that cannot be resolved (unset variable, unreadable or empty file)."""
@@ -61,10 +57,12 @@ def target_for(inv: Inventory, dev: Device, timeout_s: float = 10.0) -> SshTarge
                      fingerprint=dev.host_key.fingerprint, timeout_s=timeout_s, name=dev.name)
 
 
-def personality(inv: Inventory, dev: Device) -> str:
-    if inv.emulation is not None and dev.name in inv.emulation.personalities:
-        return inv.emulation.personalities[dev.name]
-    return DEFAULT_PERSONALITY[dev.kind]
+def driver_name(dev: Device) -> str:
+    """The device's ``driver:`` or its kind's default (the inventory check made sure of one)."""
+    name = dev.driver or DEFAULT_DRIVER.get(dev.kind)
+    if name is None:
+        raise Unsupported(f"{dev.kind.value} without a driver", "none", registry.names(dev.kind.value), dev.name)
+    return name
 
 
 def _device(inv: Inventory, name: str, kind: DeviceKind) -> Device:
@@ -74,29 +72,33 @@ def _device(inv: Inventory, name: str, kind: DeviceKind) -> Device:
     return dev
 
 
-def connect_otn(inv: Inventory, name: str, **kw: Any):  # type: ignore[no-untyped-def]
-    from drivers.otn import connect_otn as _connect
+def _driver(dev: Device) -> Any:
+    try:
+        return registry.load(dev.kind.value, driver_name(dev))
+    except Unsupported as exc:
+        raise Unsupported(exc.what, exc.requested, exc.supported, dev.name) from None
+
+
+def connect_otn(inv: Inventory, name: str, rpc_timeout_s: float = 30.0, confirm_timeout_s: int = 30):  # type: ignore[no-untyped-def]
     dev = _device(inv, name, DeviceKind.OTN_TERMINAL)
-    return _connect(personality(inv, dev), target_for(inv, dev), **kw)
+    return _driver(dev)(target_for(inv, dev), rpc_timeout_s=rpc_timeout_s, confirm_timeout_s=confirm_timeout_s)
 
 
 def connect_roadm(inv: Inventory, name: str, **kw: Any):  # type: ignore[no-untyped-def]
-    from drivers.roadm import Roadm
     dev = _device(inv, name, DeviceKind.ROADM)
-    if personality(inv, dev) != "openroadm":
-        raise Unsupported("ROADM personality", personality(inv, dev), ["openroadm"], name)
-    return Roadm(target_for(inv, dev), **kw)
+    return _driver(dev)(target_for(inv, dev), **kw)
 
 
 def connect_gateway(inv: Inventory, name: str, wan_port: str | None = None):  # type: ignore[no-untyped-def]
-    from drivers.gateway import connect_gateway as _connect
+    """``wan_port``: this call's port; default the device's ``wan_port:``, then the dialect's."""
+    from drivers.gateway import Gateway
     dev = _device(inv, name, DeviceKind.GATEWAY)
-    return _connect(personality(inv, dev), target_for(inv, dev), wan_port=wan_port)
+    return Gateway(target_for(inv, dev), _driver(dev), wan_port=wan_port or dev.wan_port)
 
 
 def connect_gpu_node(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
-    from drivers.gpu_node import GpuNode
-    return GpuNode(target_for(inv, _device(inv, name, DeviceKind.GPU_NODE)))
+    dev = _device(inv, name, DeviceKind.GPU_NODE)
+    return _driver(dev)(target_for(inv, dev))
 
 
 def connect(inv: Inventory, name: str):  # type: ignore[no-untyped-def]

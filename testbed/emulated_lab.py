@@ -11,7 +11,8 @@ import sys
 from urllib.parse import urlparse
 
 from emulator.lab.plan import FabricPlan, LabPlan, LinePathPlan, LinePlan, NodePlan, StorePlan
-from testbed.inventory import DeviceKind, Inventory
+from testbed.inventory import Inventory
+from testbed.inventory.model import DEFAULT_DRIVER
 from testbed.trial.runner import RDZV_PORT_BASE, RDZV_PORTS
 
 
@@ -28,7 +29,7 @@ def lab_plan(inv: Inventory) -> LabPlan:
     mgmt_prefix = plan.management.prefixlen
     nodes = []
     for index, d in enumerate(inv.devices):
-        personality = emu.personalities.get(d.name, "openssh" if d.kind == DeviceKind.GPU_NODE else "")
+        personality = d.driver or DEFAULT_DRIVER.get(d.kind, "")  # the emulator runs gear the driver speaks to
         data = None
         if d.data_address is not None and d.site in plan.fabrics:
             data = f"{d.data_address}/{plan.fabrics[d.site].prefixlen}"
@@ -38,7 +39,7 @@ def lab_plan(inv: Inventory) -> LabPlan:
                               data_address=data, index=index, username=d.credentials.username,
                               password_env=password.env if password else None,
                               password_file=str(inv.resolve_path(password.file)) if password and password.file
-                              else None))
+                              else None, wan_port=d.wan_port))
     service = inv.services[0]
     fabrics = []
     for site, subnet in plan.fabrics.items():

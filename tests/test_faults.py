@@ -182,7 +182,7 @@ def test_allow_list_is_per_device_and_per_path(tmp_path: Path) -> None:
 
 def test_inventory_check_wants_the_first_roadm_allowed_with_its_path(tmp_path: Path) -> None:
     flag = "    fault_injection: true       # testbed/faults may act on it (the emulated lab is ours)\n"
-    roadm = "name: dc-a-roadm\n    kind: roadm\n"
+    roadm = "name: dc-a-roadm\n    kind: roadm\n    driver: openroadm\n"
     text = EMULATED.read_text().replace(roadm + flag, roadm)
     assert text != EMULATED.read_text()
     f = tmp_path / "inv.yaml"

@@ -29,6 +29,8 @@ from emulator.line.control import ControlServer, LineService
 from emulator.line.forwarder import Shared
 from emulator.line.model import LineConfig
 from emulator.optical import make_device, parse_config
+import testbed.connect as tc
+from drivers.errors import Unsupported
 from testbed.inventory.model import Inventory
 from testbed.snapshot import snapshot, write_snapshot
 
@@ -156,9 +158,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
 
 
 def inventory(b: Bench, extra: list[dict[str, Any]] = ()) -> Inventory:  # type: ignore[assignment]
-    """An inventory of the loopback servers.  Schema-validated only: the consistency checks of an
-    emulated lab (addresses in 198.18.0.0/15, namespaces) do not apply to loopback servers, and the
-    emulation block is what names the OpenROADM personality of dc-b-otn."""
+    """An inventory of the loopback servers, written as for real gear (no emulation block): each
+    device's ``driver:`` alone makes dc-a-otn OpenConfig and dc-b-otn OpenROADM."""
     cred = {"username": "admin", "ssh_key": {"path": str(b.d / "id_ed25519")}}
     hk = {"known_hosts": str(b.known_hosts)}
 
@@ -167,18 +168,15 @@ def inventory(b: Bench, extra: list[dict[str, Any]] = ()) -> Inventory:  # type:
                 "credentials": cred, "host_key": hk, **kw}
 
     import getpass
-    devices = [dev("dc-a-otn", "otn_terminal", "dc-a"), dev("dc-b-otn", "otn_terminal", "dc-b"),
-               dev("ila-roadm", "roadm", None), dev("dc-a-gw", "gateway", "dc-a"),
+    devices = [dev("dc-a-otn", "otn_terminal", "dc-a", driver="openconfig"),
+               dev("dc-b-otn", "otn_terminal", "dc-b", driver="openroadm"),
+               dev("ila-roadm", "roadm", None, driver="openroadm"), dev("dc-a-gw", "gateway", "dc-a", driver="vrp"),
                {**dev("dc-a-gpu1", "gpu_node", "dc-a", python=str(ROOT / ".venv" / "bin" / "python")),
                 "credentials": {"username": getpass.getuser(), "ssh_key": {"path": str(b.d / "id_ed25519")}}},
                *extra]
     return Inventory.model_validate({
         "name": "loopback", "sites": [{"name": "dc-a", "fabric_gbps": 3200}, {"name": "dc-b", "fabric_gbps": 3200}],
-        "devices": devices,
-        "emulation": {"address_plan": {"management": "198.18.0.0/24", "fabrics": {}, "line": "198.18.3.0/30"},
-                      "bandwidth_scale": 0.00125,
-                      "personalities": {"dc-a-otn": "openconfig", "dc-b-otn": "openroadm", "ila-roadm": "openroadm",
-                                        "dc-a-gw": "vrp"}}})
+        "devices": devices})
 
 
 def test_snapshot_reads_every_device_from_the_device(bench: Bench, tmp_path: Path) -> None:
@@ -224,6 +222,32 @@ def test_snapshot_reads_every_device_from_the_device(bench: Bench, tmp_path: Pat
     assert [p.name for p in out.parent.iterdir()] == ["testbed.json"]   # no temp file left
 
 
+def test_a_real_gear_inventory_connects_each_device_with_the_driver_it_names(bench: Bench) -> None:
+    """Issue 15: no emulation block, no defaults: dc-a-otn is read as OpenConfig and dc-b-otn as
+    OpenROADM because their driver: says so; the gateway's WAN port is the inventory's."""
+    inv = inventory(bench)
+    assert inv.emulation is None
+    with tc.connect_otn(inv, "dc-a-otn") as a, tc.connect_otn(inv, "dc-b-otn") as b:
+        assert (type(a).__name__, type(b).__name__) == ("OpenConfigTerminal", "OpenRoadmTerminal")
+        assert a.line_rate_gbps() == b.line_rate_gbps() == 800   # each read through its own models
+    with tc.connect_roadm(inv, "ila-roadm") as r:
+        assert type(r).__name__ == "Roadm"
+    swapped = Inventory.model_validate({**inv.model_dump(mode="json", exclude_none=True), "devices": [
+        {**d.model_dump(mode="json", exclude_none=True), "driver": "openroadm"} for d in inv.devices
+        if d.name == "dc-a-otn"]})
+    with pytest.raises(Unsupported, match=r"dc-a-otn: YANG module org-openroadm-device \(the openroadm driver "
+                       r"reads it: is the device's driver: in the inventory right\?\) is not supported \(supported: "
+                       r".*openconfig-terminal-device"):   # refused at connect, never misread
+        tc.connect_otn(swapped, "dc-a-otn")
+    gw_inv = Inventory.model_validate({**inv.model_dump(mode="json", exclude_none=True), "devices": [
+        {**d.model_dump(mode="json", exclude_none=True), "wan_port": "MEth0/0/0"} for d in inv.devices
+        if d.name == "dc-a-gw"]})
+    with tc.connect_gateway(gw_inv, "dc-a-gw") as gw:
+        assert gw.wan_port == "MEth0/0/0" and gw.counters().port == "MEth0/0/0"
+    with tc.connect_gateway(inv, "dc-a-gw") as gw:
+        assert gw.wan_port == "100GE1/0/1"   # the dialect's when the inventory names none
+
+
 def test_devices_that_do_not_answer_get_an_error_entry_within_the_deadline(bench: Bench) -> None:
     closed = free_port()   # nothing listens: refused at once
     silent = socket.socket()   # accepts the TCP connection, never sends an SSH banner
@@ -232,11 +256,11 @@ def test_devices_that_do_not_answer_get_an_error_entry_within_the_deadline(bench
     bench.ports["gone-otn"], bench.ports["silent-gw"] = closed, silent.getsockname()[1]
     try:
         inv = inventory(bench, [
-            {"name": "gone-otn", "kind": "otn_terminal", "site": "dc-a",
+            {"name": "gone-otn", "kind": "otn_terminal", "driver": "openconfig", "site": "dc-a",
              "mgmt": {"address": "127.0.0.1", "port": closed},
              "credentials": {"username": "admin", "ssh_key": {"path": str(bench.d / "id_ed25519")}},
              "host_key": {"fingerprint": "SHA256:" + "A" * 43}},
-            {"name": "silent-gw", "kind": "gateway", "site": "dc-a",
+            {"name": "silent-gw", "kind": "gateway", "driver": "vrp", "site": "dc-a",
              "mgmt": {"address": "127.0.0.1", "port": silent.getsockname()[1]},
              "credentials": {"username": "admin", "ssh_key": {"path": str(bench.d / "id_ed25519")}},
              "host_key": {"fingerprint": "SHA256:" + "A" * 43}}])

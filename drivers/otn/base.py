@@ -82,10 +82,12 @@ class OtnTerminal(ABC):
 
     personality: str = ""
     SWITCH_KINDS: tuple[str, ...] = ("force", "manual", "lockout", "release")
+    MODULES: tuple[str, ...] = ()   # YANG modules the device must advertise for this driver
 
     def __init__(self, target: SshTarget, rpc_timeout_s: float = 30.0, confirm_timeout_s: int = 30) -> None:
         self.nc = NetconfDevice(target, rpc_timeout_s)
         self.name = self.nc.name
+        self.nc.require_modules(self.personality, self.MODULES)
         self.confirm_timeout_s = confirm_timeout_s
 
     def close(self) -> None:

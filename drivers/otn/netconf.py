@@ -16,7 +16,7 @@ from ncclient.operations import RPCError, TimeoutExpiredError
 from ncclient.transport import AuthenticationError, SessionCloseError, SSHError, TransportError
 
 from .. import SshTarget, map_ssh_error, pinned_host_key
-from ..errors import AuthFailed, DeviceUnreachable, DriverError, EditRejected, HostKeyRejected, Timeout
+from ..errors import AuthFailed, DeviceUnreachable, DriverError, EditRejected, HostKeyRejected, Timeout, Unsupported
 from ..facts import modules_from_capabilities
 
 # ncclient's session thread polls its send queue only when select() on the socket returns, i.e.
@@ -123,6 +123,17 @@ class NetconfDevice:
     def modules(self) -> dict[str, str]:
         """{YANG module: revision} as the device's hello advertised them."""
         return modules_from_capabilities(self.caps)
+
+    def require_modules(self, driver: str, needed: tuple[str, ...]) -> None:
+        """Refuse, and close, a device whose hello lacks a module ``driver`` reads: driven with the
+        wrong models a device fails at connect with a reason, not later with a misread value."""
+        have = self.modules()
+        missing = [m for m in needed if m not in have]
+        if missing:
+            self.close()
+            served = sorted(m for m in have if not m.startswith(("ietf-", "iana-")))
+            raise Unsupported("YANG module", f"{', '.join(missing)} (the {driver} driver reads it: is the "
+                              "device's driver: in the inventory right?)", served, self.name)
 
     @property
     def confirmed_commit(self) -> bool:

@@ -106,6 +106,7 @@ def parse_facts(data, modules: dict[str, str]) -> DeviceFacts:  # type: ignore[n
 
 class OpenConfigTerminal(OtnTerminal):
     personality = "openconfig"
+    MODULES = ("openconfig-terminal-device", "openconfig-platform", "openconfig-transport-line-protection")
     SWITCH_KINDS = ("force", "release")   # line-protection has force-to-port only
 
     _modes: dict[int, int] | None = None

@@ -91,6 +91,7 @@ def read_info(nc: NetconfDevice) -> DeviceFacts:
 
 class OpenRoadmTerminal(OtnTerminal):
     personality = "openroadm"
+    MODULES = ("org-openroadm-device",)
     RATES = tuple(range(100, 900, 100))   # ODUCn n = 1..8 (Flex-O N x 100G)
 
     def supported_rates_gbps(self) -> tuple[int, ...]:

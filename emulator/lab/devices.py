@@ -25,6 +25,14 @@ SERVERS = {
 GATEWAY_PORTS = {"100GE1/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
 
 
+def gateway_ports(node: NodePlan) -> dict[str, str]:
+    """GATEWAY_PORTS, with the WAN port under the name the inventory gives it (if any)."""
+    if not node.wan_port or node.wan_port == "100GE1/0/1":
+        return dict(GATEWAY_PORTS)
+    fabric = "100GE1/0/1" if node.wan_port == "100GE1/0/2" else "100GE1/0/2"
+    return {node.wan_port: "wan0", fabric: "fab0", "MEth0/0/0": "mgmt0"}
+
+
 def device_dir(plan: LabPlan, node: NodePlan) -> Path:
     path = Path(plan.state_dir) / "devices" / node.name
     path.mkdir(parents=True, exist_ok=True)
@@ -57,7 +65,7 @@ def gateway_config(plan: LabPlan, node: NodePlan) -> dict:  # type: ignore[type-
         "listen": {"address": node.mgmt_ip, "port": node.port},
         "host_key": str(ensure_host_key(plan, node)),
         "auth": _auth(plan, node),
-        "ports": GATEWAY_PORTS,
+        "ports": gateway_ports(node),
         "saved_config": str(ddir / "saved.cfg"),
         "state_dir": str(ddir),
         "pidfile": str(ddir / "server.pid"),

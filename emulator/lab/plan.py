@@ -32,6 +32,7 @@ class NodePlan:
     username: str = "admin"     # login the device accepts (with the lab key, or the password below)
     password_env: str | None = None   # the device accepts the password found in this variable ...
     password_file: str | None = None  # ... or in this file (references only, as in the inventory)
+    wan_port: str | None = None       # gateway: its port toward the line, as its CLI names it
 
     @property
     def netns(self) -> str:

@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 
 from testbed.inventory.model import (
     BENCHMARK_NET,
-    PERSONALITIES,
+    DEFAULT_DRIVER,
+    EMULATED_DRIVERS,
     PROTOCOL_OF_KIND,
     Device,
     DeviceKind,
@@ -27,6 +28,8 @@ from testbed.inventory.model import (
     Site,
 )
 from testbed.yamlsource import FieldPath
+
+from drivers import registry
 
 INVALID = object()  # a section that is present but failed the schema
 Finding = tuple[FieldPath, str, str]
@@ -99,6 +102,21 @@ def _devices(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
         if d.data_address is not None and d.kind not in (DeviceKind.GPU_NODE, DeviceKind.GATEWAY):
             yield (("devices", i, "data_address"), "only GPU nodes and gateways sit on the site fabric",
                    "remove 'data_address'")
+        if d.wan_port is not None and d.kind != DeviceKind.GATEWAY:
+            yield (("devices", i, "wan_port"), "only a gateway has a WAN port", "remove 'wan_port'")
+        yield from _driver(i, d)
+
+
+def _driver(i: int, d: Device) -> Iterator[Finding]:
+    known = registry.names(d.kind.value)
+    if d.driver is None and d.kind not in DEFAULT_DRIVER:
+        yield (("devices", i), f"{d.kind.value} {d.name!r} has no driver",
+               f"add driver: {known[0]} (one of {', '.join(known)}), the one the device speaks")
+    elif d.driver is not None and d.driver not in known:
+        other = [k for k in registry.KINDS if d.driver in registry.names(k)]
+        why = f" but a{'n' if other[0][0] in 'aeiou' else ''} {other[0]} driver" if other else ""
+        yield (("devices", i, "driver"), f"{d.driver!r} is not a {d.kind.value} driver{why}",
+               f"use one of: {', '.join(known)}")
 
 
 def _paths(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
@@ -213,18 +231,11 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
             elif d.data_address not in fabric:
                 yield (("devices", i, "data_address"), f"{d.data_address} is outside site {d.site!r}'s fabric {fabric}",
                        f"pick an address in {fabric}")
-        personality = emu.personalities.get(d.name, "openssh" if d.kind == DeviceKind.GPU_NODE else None)
-        allowed = PERSONALITIES[d.kind]
-        if personality is None:
-            yield (("emulation", "personalities"), f"no personality for {d.kind.value} {d.name!r}",
-                   f"add {d.name}: {allowed[0]} (one of {', '.join(allowed)})")
-        elif personality not in allowed:
-            yield (("emulation", "personalities", d.name), f"{personality!r} is not a {d.kind.value} personality",
-                   f"use one of: {', '.join(allowed)}")
+        emulated = EMULATED_DRIVERS[d.kind]
+        if d.driver in registry.names(d.kind.value) and d.driver not in emulated:  # else reported above
+            yield (("devices", i, "driver"), f"the emulated lab has no {d.driver} {d.kind.value}",
+                   f"use one of: {', '.join(emulated)} (or run this inventory against real gear)")
     device_names = {d.name for _, d in parts.devices}
-    for name in emu.personalities:
-        if name not in device_names and name not in raw["devices"]:
-            yield (("emulation", "personalities", name), f"no device {name!r}", "remove it or correct the name")
     n_sites, n_services = len(sites | raw["sites"]), len({s.name for _, s in parts.services} | raw["services"])
     if n_sites != 2 or n_services != 1:
         yield (("emulation",), (f"the emulated lab joins exactly two sites by one service (found {n_sites} sites, "

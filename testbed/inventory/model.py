@@ -140,6 +140,12 @@ class Device(Strict):
         None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$",
         description="GPU node: the interface holding data_address (probe traffic, NCCL/gloo socket); "
                     "emulated nodes: fab0")
+    driver: str | None = Field(
+        None, description="how dcilab talks to it: openconfig or openroadm (otn_terminal), openroadm (roadm), "
+                          "vrp (gateway), openssh (gpu_node, the default); drivers/registry.py lists them")
+    wan_port: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^\S+$",
+        description="gateway: the port toward the OTN terminal that WAN shaping acts on (default: the dialect's)")
     vendor: str | None = None
     model: str | None = None
     fault_injection: bool = Field(
@@ -257,13 +263,15 @@ class Metrics(Strict):
         return url
 
 
-GPU_PERSONALITIES = ("openssh",)
-PERSONALITIES: dict[DeviceKind, tuple[str, ...]] = {
+# the drivers whose gear the emulated lab can run (emulator/lab/devices.py), per kind
+EMULATED_DRIVERS: dict[DeviceKind, tuple[str, ...]] = {
     DeviceKind.OTN_TERMINAL: ("openconfig", "openroadm"),
     DeviceKind.ROADM: ("openroadm",),
     DeviceKind.GATEWAY: ("vrp",),
-    DeviceKind.GPU_NODE: GPU_PERSONALITIES,
+    DeviceKind.GPU_NODE: ("openssh",),
 }
+# a kind with one obvious driver may leave driver: out
+DEFAULT_DRIVER: dict[DeviceKind, str] = {DeviceKind.GPU_NODE: "openssh"}
 
 
 class AddressPlan(Strict):
@@ -307,9 +315,19 @@ class Emulation(Strict):
     bandwidth_scale: float = Field(gt=0, le=1, description="emulated rate = real rate x scale (keeps 800G:400G ratios)")
     mtu: int = Field(9000, ge=1280, le=9000)
     buffer_ms: float = Field(50, gt=0, le=1000, description="line queue depth before tail drop, in ms at the line rate")
-    personalities: dict[Name, str] = Field(default_factory=dict, description="device name -> personality it runs")
+    personalities: Any = Field(None, exclude=True, description="gone: each device's driver: says what it runs")
     metrics_store: Literal["victoria-metrics", "none"] = "victoria-metrics"
     transport: Transport = Field(default_factory=Transport)
+
+    @field_validator("personalities")
+    @classmethod
+    def _personalities_moved(cls, v: Any) -> None:
+        if v is not None:
+            raise PydanticCustomError(
+                "moved", "personalities is gone: the emulated lab runs what each device's driver: names",
+                {"fix": "remove emulation.personalities and write driver: NAME on each device instead "
+                        "(e.g. dc-b-otn: openroadm becomes driver: openroadm under dc-b-otn)"})
+        return None
 
 
 class Inventory(Strict):

@@ -109,8 +109,7 @@ def connect(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
 
 
 def wan_shaping_kbps(inv: Inventory, site: str, ratio: float) -> int:
-    """The gateway CIR giving the site a ``ratio``:1 convergence (site fabric / WAN), with the
-    emulated lab's bandwidth scale (1 on real gear)."""
+    """The gateway CIR giving the site a ``ratio``:1 convergence (site fabric / WAN): the real
+    rate, on real gear and on the emulated lab alike (an emulated gateway scales its own shaper)."""
     from drivers.gateway import shaping_kbps_for_ratio
-    scale = inv.emulation.bandwidth_scale if inv.emulation is not None else 1.0
-    return shaping_kbps_for_ratio(inv.site(site).fabric_gbps, ratio, scale)
+    return shaping_kbps_for_ratio(inv.site(site).fabric_gbps, ratio)

@@ -107,8 +107,8 @@ def test_the_emulated_gateway_names_its_wan_port_as_the_inventory_does(tmp_path:
     inv = load_inventory(tmp_path / "emulated.yaml")
     gw = next(n for n in lab_plan(inv).nodes if n.name == "dc-a-gw")
     assert gw.wan_port == "400GE2/0/1"
-    assert gateway_ports(gw) == {"400GE2/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
+    assert gateway_ports(gw) == {"400GE2/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
     node = NodePlan(name="g", kind="gateway", site="dc-a", personality="vrp", mgmt_address="x/24", port=22)
-    assert gateway_ports(node) == {"100GE1/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
-    node = dataclasses.replace(node, wan_port="100GE1/0/2")   # the fabric's usual name: it takes the other
-    assert gateway_ports(node) == {"100GE1/0/2": "wan0", "100GE1/0/1": "fab0", "MEth0/0/0": "mgmt0"}
+    assert gateway_ports(node) == {"400GE1/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
+    node = dataclasses.replace(node, wan_port="400GE1/0/2")   # the fabric's usual name: it takes the other
+    assert gateway_ports(node) == {"400GE1/0/2": "wan0", "400GE1/0/1": "fab0", "MEth0/0/0": "mgmt0"}

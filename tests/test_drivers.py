@@ -149,9 +149,9 @@ def test_the_gateway_driver_never_sends_a_line_that_holds_a_break(brk: str) -> N
 
 
 def test_convergence_ratio_math() -> None:
-    assert shaping_kbps_for_ratio(3200, 16, 0.00125) == 250_000       # 200G scaled: 250 Mbit/s
-    assert shaping_kbps_for_ratio(3200, 4) == 800_000_000            # real gear: 800G
-    assert wan_shaping_kbps(load_inventory(INV), "dc-a", 4) == 1_000_000
+    assert shaping_kbps_for_ratio(3200, 16) == 200_000_000           # 200G
+    assert shaping_kbps_for_ratio(3200, 4) == 800_000_000            # 800G
+    assert wan_shaping_kbps(load_inventory(INV), "dc-a", 8) == 400_000_000   # the emulated lab's too: real rates
     with pytest.raises(ValueError):
         shaping_kbps_for_ratio(3200, 0)
 

@@ -204,21 +204,21 @@ def test_300g_is_refused_with_the_supported_rates_and_nothing_sent(lab: Lab) -> 
 
 
 def test_convergence_ratio_shapes_both_gateways_and_puts_back_what_was_there(lab: Lab) -> None:
-    """16:1 over the emulated 3200G fabric = 200G of WAN = 250 Mbit/s at the lab's 0.00125 scale;
-    the physical 4:1 needs no step; below it is refused; a shaper that was there before comes back."""
+    """16:1 over the emulated 3200G fabric = 200G of WAN (the real CIR: the emulated gateway scales
+    its own shaper); the physical 4:1 needs no step; below it is refused; a shaper that was there before comes back."""
     tb = lab.testbed()
     assert ConvergenceRatio("dci-otn", 4).plan(tb) == ([], [])
     with pytest.raises(FaultRefused, match="physical convergence is 4:1"):
         ConvergenceRatio("dci-otn", 2).plan(tb)
     apply, undo = ConvergenceRatio("dci-otn", 8).plan(tb)
-    assert [(s.device, s.op, s.args) for s in apply] == [("dc-a-gw", "set_wan_shaping", {"rate_kbps": 500_000}),
-                                                          ("dc-b-gw", "set_wan_shaping", {"rate_kbps": 500_000})]
+    assert [(s.device, s.op, s.args) for s in apply] == [("dc-a-gw", "set_wan_shaping", {"rate_kbps": 400_000_000}),
+                                                          ("dc-b-gw", "set_wan_shaping", {"rate_kbps": 400_000_000})]
     assert [s.op for s in undo] == ["clear_wan_shaping"] * 2
     assert check_baseline(tb) == []
     lab.state.write_text(json.dumps({**lab.s, "shaping": {"dc-a-gw": 123, "dc-b-gw": None}}))
     assert check_baseline(tb) == ["dc-a-gw: WAN shaped to 123 kbit/s, baseline unshaped (physical convergence)"]
     with ConvergenceRatio("dci-otn", 16).applied(tb) as rec:
-        assert lab.s["shaping"] == {"dc-a-gw": 250_000, "dc-b-gw": 250_000}
+        assert lab.s["shaping"] == {"dc-a-gw": 200_000_000, "dc-b-gw": 200_000_000}
         assert rec.details["before_kbps"] == {"dc-a-gw": 123, "dc-b-gw": None}
     assert lab.s["shaping"] == {"dc-a-gw": 123, "dc-b-gw": None}
 
@@ -245,7 +245,7 @@ def test_journal_is_written_before_apply_and_cleared_after_the_verified_undo(lab
     (ProtectionSwitch("dci-otn", "force"), lambda s: (s["active"], s["request"]) == ("protection", "force")),
     (ProtectionSwitch("dci-otn", "lockout"), lambda s: (s["active"], s["request"]) == ("working", "lockout")),
     (FiberCut("working"), lambda s: not s["paths"]["working"]["up"] and s["active"] == "protection"),
-    (ConvergenceRatio("dci-otn", 16), lambda s: s["shaping"] == {"dc-a-gw": 250_000, "dc-b-gw": 250_000}),
+    (ConvergenceRatio("dci-otn", 16), lambda s: s["shaping"] == {"dc-a-gw": 200_000_000, "dc-b-gw": 200_000_000}),
 ])
 def test_an_exception_in_the_block_undoes_the_fault(lab: Lab, fault, check) -> None:  # type: ignore[no-untyped-def]
     tb = lab.testbed()

@@ -188,6 +188,22 @@ def test_qos_lr_shapes_the_mapped_link_with_tbf(dev: Any) -> None:
     assert "Info:" in s.handle_line("undo qos lr outbound")               # nothing to undo
 
 
+def test_an_emulated_gateway_shows_the_real_cir_and_shapes_at_the_lab_scale(tmp_path: Path) -> None:
+    """Issue 15: the framework sends the real CIR (16:1 of a 3200G fabric: 200G); only the
+    emulated gateway knows the lab runs at 0.00125 of the real rates."""
+    links, tc = FakeLinks(), FakeTc()
+    gw = Gateway("GW-A", {"400GE1/0/1": "wan0", "MEth0/0/0": "mgmt0"}, links=links, tc=tc, bandwidth_scale=0.00125)
+    s = CliSession(gw)
+    assert "Error" not in run(s, "sys", "int 400GE1/0/1", "qos lr outbound cir 200000000")
+    call = tc.calls[-1]
+    assert call[call.index("rate") + 1] == "250000kbit"                  # 250 Mbit/s on the lab's link
+    assert "CIR(kbps): 200000000" in s.handle_line("display qos lr outbound interface 400GE1/0/1")
+    assert " qos lr outbound cir 200000000" in render_config(gw.config)
+    assert "Error:" in s.handle_line("qos lr outbound cir 400000001")     # over the port speed, as on real gear
+    with pytest.raises(ValueError, match="bandwidth_scale"):
+        Gateway("GW-A", {"400GE1/0/1": "wan0"}, links=links, tc=tc, bandwidth_scale=0)
+
+
 def test_pfc_and_ecn_are_stored_and_shown(dev: Any) -> None:
     gw, _, _ = dev
     s = CliSession(gw)

@@ -35,7 +35,7 @@ def test_every_gateway_answers_netmiko_with_a_verified_host_key(emulated_lab: La
             wrong = conn.send_command("display nonsense")
         finally:
             conn.disconnect()
-        assert "100GE1/0/1" in brief and "up" in brief
+        assert "400GE1/0/1" in brief and "up" in brief
         assert "Error: Unrecognized command found at '^' position." in wrong
 
 
@@ -43,17 +43,18 @@ def test_gateway_shaping_sets_the_convergence_ratio_on_the_wan(emulated_lab: Lab
     site = inventory.site("dc-a")
     scale = inventory.emulation.bandwidth_scale  # type: ignore[union-attr]
     ratio = 16
-    cir_kbps = int(site.fabric_gbps / ratio * 1e6 * scale)   # 3200G / 16 = 200G -> 250 Mbit/s here
+    cir_kbps = int(site.fabric_gbps / ratio * 1e6)   # 3200G / 16 = 200G: the real CIR, as on real gear
+    lab_kbps = cir_kbps * scale                      # what the emulated gateway's shaper runs at: 250 Mbit/s
     conn = connect(inventory, "dc-a-gw")
     try:
-        conn.send_config_set(["interface 100GE1/0/1", f"qos lr outbound cir {cir_kbps}"])
+        conn.send_config_set(["interface 400GE1/0/1", f"qos lr outbound cir {cir_kbps}"])
         qdisc = subprocess.run(["tc", "-n", emulated_lab.node("dc-a-gw").netns, "qdisc", "show", "dev", "wan0"],
                                capture_output=True, text=True).stdout
         shaped = iperf_gbps(emulated_lab, "dc-a-gpu1", "dc-b-gpu1")
     finally:
-        conn.send_config_set(["interface 100GE1/0/1", "undo qos lr outbound"])
+        conn.send_config_set(["interface 400GE1/0/1", "undo qos lr outbound"])
         conn.disconnect()
-    assert "tbf" in qdisc
-    assert 0.9 * cir_kbps / 1e6 <= shaped <= 1.05 * cir_kbps / 1e6, shaped
+    assert "tbf" in qdisc and "rate 250Mbit" in qdisc, qdisc
+    assert 0.9 * lab_kbps / 1e6 <= shaped <= 1.05 * lab_kbps / 1e6, shaped
     unshaped = iperf_gbps(emulated_lab, "dc-a-gpu1", "dc-b-gpu1")
-    assert unshaped > 1.5 * cir_kbps / 1e6, unshaped
+    assert unshaped > 1.5 * lab_kbps / 1e6, unshaped

@@ -245,7 +245,7 @@ def test_a_real_gear_inventory_connects_each_device_with_the_driver_it_names(ben
     with tc.connect_gateway(gw_inv, "dc-a-gw") as gw:
         assert gw.wan_port == "MEth0/0/0" and gw.counters().port == "MEth0/0/0"
     with tc.connect_gateway(inv, "dc-a-gw") as gw:
-        assert gw.wan_port == "100GE1/0/1"   # the dialect's when the inventory names none
+        assert gw.wan_port == "400GE1/0/1"   # the dialect's when the inventory names none
 
 
 def test_devices_that_do_not_answer_get_an_error_entry_within_the_deadline(bench: Bench) -> None:

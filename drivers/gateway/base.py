@@ -119,12 +119,11 @@ def cli_errors(dialect: Dialect, output: str) -> list[str]:
     return [m.group(0).strip() for m in re.finditer(dialect.error_re, output, re.MULTILINE)]
 
 
-def shaping_kbps_for_ratio(fabric_gbps: float, ratio: float, bandwidth_scale: float = 1.0) -> int:
-    """WAN shaping that makes the site's convergence ratio ``ratio``:1 (fabric / WAN), in kbit/s,
-    scaled like the emulated line (real gear: scale 1)."""
-    if ratio <= 0 or fabric_gbps <= 0 or bandwidth_scale <= 0:
-        raise ValueError("fabric_gbps, ratio and bandwidth_scale must be > 0")
-    return int(fabric_gbps / ratio * 1e6 * bandwidth_scale)
+def shaping_kbps_for_ratio(fabric_gbps: float, ratio: float) -> int:
+    """WAN shaping that makes the site's convergence ratio ``ratio``:1 (fabric / WAN), in kbit/s."""
+    if ratio <= 0 or fabric_gbps <= 0:
+        raise ValueError("fabric_gbps and ratio must be > 0")
+    return int(fabric_gbps / ratio * 1e6)
 
 
 class Gateway:

@@ -9,7 +9,8 @@ The config (JSON)::
       "auth": {"username": "admin",
                "password_env": "DCILAB_DEVICE_PASSWORD",  # or "password_file": PATH
                "authorized_keys": PATH},                  # optional; at least one way in
-      "ports": {"100GE1/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"},
+      "ports": {"400GE1/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"},
+      "bandwidth_scale": 0.00125,                         # optional (1): the shaper runs at CIR x this
       "saved_config": "/run/dcilab/lab/gw-a.cfg",       # what `save` writes and a start replays
       "state_dir": "/run/dcilab/lab/gw-a",              # optional: running.cfg mirror, pidfile
       "pidfile": PATH                                     # optional
@@ -61,7 +62,8 @@ def load_config(path: str) -> dict[str, Any]:
         raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be an object")
-    known = {"hostname", "listen", "host_key", "auth", "ports", "saved_config", "state_dir", "pidfile"}
+    known = {"hostname", "listen", "host_key", "auth", "ports", "saved_config", "state_dir", "pidfile",
+             "bandwidth_scale"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -89,6 +91,9 @@ def load_config(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: ports must map VRP interface names to Linux link names")
     for k in ("saved_config", "state_dir", "pidfile"):
         _str(data, k, "", required=False)
+    scale = data.get("bandwidth_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ConfigError(f"{path}: bandwidth_scale must be a number in (0, 1] (the lab's rate / the real rate)")
     return data
 
 
@@ -127,7 +132,8 @@ def build(cfg: dict[str, Any], log=lambda m: None):  # type: ignore[no-untyped-d
     state = Path(cfg["state_dir"]) if cfg.get("state_dir") else None
     try:
         gw = Gateway(cfg["hostname"], cfg["ports"], saved_config=cfg.get("saved_config"),
-                     running_copy=state / "running.cfg" if state else None, log=log)
+                     running_copy=state / "running.cfg" if state else None, log=log,
+                     bandwidth_scale=float(cfg.get("bandwidth_scale", 1.0)))
     except ValueError as exc:
         raise ConfigError(f"ports: {exc}") from None
     srv = GatewayServer(gw, host_key, cfg["listen"]["address"], cfg["listen"]["port"], check_password=check,

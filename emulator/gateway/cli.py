@@ -13,7 +13,8 @@ VRP's error marker with a caret under the offending word and changes nothing::
     Error: Unrecognized command found at '^' position.
 
 What is configured really happens where it can: ``qos lr outbound cir <kbit/s> [cbs <bytes>]`` on
-an interface puts a tc token bucket (tbf) on the Linux link the port maps to, and ``undo qos lr
+an interface puts a tc token bucket (tbf) on the Linux link the port maps to (at the CIR times the
+lab's ``bandwidth_scale``: the CIR is the real rate, as on real gear), and ``undo qos lr
 outbound`` removes it.  PFC (``dcb pfc`` view with ``priority <n>``, interface ``dcb pfc enable
 mode {auto|manual}``) and ECN (``drop-profile`` view with ``color green low-limit .. high-limit ..
 discard-percentage ..``, interface ``qos queue <q> wred <profile>`` and ``qos queue <q> ecn``) are
@@ -432,13 +433,19 @@ class Gateway:
 
     def __init__(self, sysname: str, ports: dict[str, str], saved_config: str | Path | None = None,
                  links: LinkReader | None = None, tc: TcRunner | None = None,
-                 running_copy: str | Path | None = None, log: Callable[[str], None] | None = None) -> None:
+                 running_copy: str | Path | None = None, log: Callable[[str], None] | None = None,
+                 bandwidth_scale: float = 1.0) -> None:
         if not ports:
             raise ValueError("the port map is empty")
         for name in ports:
             if not split_ifname(name):
                 raise ValueError(f"port name {name!r} is not a VRP interface name like 100GE1/0/1")
         self.ports = dict(ports)
+        if not 0 < bandwidth_scale <= 1:
+            raise ValueError(f"bandwidth_scale {bandwidth_scale!r} is not in (0, 1]")
+        # an emulated lab's links run at the real rates times this: a configured CIR is the real
+        # rate, shown as configured, and the shaper runs at CIR x scale
+        self.bandwidth_scale = bandwidth_scale
         self.links: LinkReader = links or SysfsLinks()
         self.tc: TcRunner = tc or run_tc
         self.saved_path = Path(saved_config) if saved_config else None
@@ -508,16 +515,18 @@ class Gateway:
         if info is None:
             raise Fail(f"Error: The interface {port} is not present (link {ifname} not found).")
         mtu = int(info.get("mtu") or 1500)
-        rate_bytes = cir_kbps * 1000 // 8
+        rate_kbps = max(8, round(cir_kbps * self.bandwidth_scale))
+        rate_bytes = rate_kbps * 1000 // 8
         # The bucket must hold at least a few frames, and enough for ~5 ms at the rate so the
         # timer granularity does not cost throughput; a configured cbs is honoured above that.
         burst = max(cbs or 0, 4 * (mtu + 64), rate_bytes // 200)
         latency_ms = 50
-        rc, _, err = self.tc(["qdisc", "replace", "dev", ifname, "root", "tbf", "rate", f"{cir_kbps}kbit",
+        rc, _, err = self.tc(["qdisc", "replace", "dev", ifname, "root", "tbf", "rate", f"{rate_kbps}kbit",
                               "burst", str(burst), "latency", f"{latency_ms}ms"])
         if rc != 0:
             raise Fail(f"Error: Failed to apply the rate limit on {port}: {err.strip() or 'tc failed'}")
-        self.log(f"{port} ({ifname}): qos lr outbound cir {cir_kbps} kbit/s, tbf burst {burst} B")
+        scaled = f", tbf {rate_kbps} kbit/s (bandwidth scale {self.bandwidth_scale:g})" if rate_kbps != cir_kbps else ""
+        self.log(f"{port} ({ifname}): qos lr outbound cir {cir_kbps} kbit/s{scaled}, tbf burst {burst} B")
 
     def remove_lr(self, port: str) -> None:
         ifname = self.ports[port]

@@ -21,15 +21,16 @@ SERVERS = {
     "openconfig": "emulator.optical",
     "openroadm": "emulator.optical",
 }
-# The lab wires the gateway's VRP port names to its namespace's links.
-GATEWAY_PORTS = {"100GE1/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
+# The lab wires the gateway's VRP port names to its namespace's links: 400GE toward the OTN
+# terminal's 400G client ports, as in the trial.
+GATEWAY_PORTS = {"400GE1/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
 
 
 def gateway_ports(node: NodePlan) -> dict[str, str]:
     """GATEWAY_PORTS, with the WAN port under the name the inventory gives it (if any)."""
-    if not node.wan_port or node.wan_port == "100GE1/0/1":
+    if not node.wan_port or node.wan_port == "400GE1/0/1":
         return dict(GATEWAY_PORTS)
-    fabric = "100GE1/0/1" if node.wan_port == "100GE1/0/2" else "100GE1/0/2"
+    fabric = "400GE1/0/1" if node.wan_port == "400GE1/0/2" else "400GE1/0/2"
     return {node.wan_port: "wan0", fabric: "fab0", "MEth0/0/0": "mgmt0"}
 
 
@@ -66,6 +67,7 @@ def gateway_config(plan: LabPlan, node: NodePlan) -> dict:  # type: ignore[type-
         "host_key": str(ensure_host_key(plan, node)),
         "auth": _auth(plan, node),
         "ports": gateway_ports(node),
+        "bandwidth_scale": plan.line.bandwidth_scale,
         "saved_config": str(ddir / "saved.cfg"),
         "state_dir": str(ddir),
         "pidfile": str(ddir / "server.pid"),

@@ -8,10 +8,10 @@ from ..base import Dialect
 DIALECT = Dialect(
     name="huawei_vrp",
     netmiko_device_type="huawei",
-    wan_port="100GE1/0/1",
+    wan_port="400GE1/0/1",                 # toward the OTN terminal's 400G client ports (the trial's 2 x 400G)
     enter_config="system-view",
     exit_config="return",
-    config_prompt=r"\][^\S\n]*$",          # [GW-A], [GW-A-100GE1/0/1], [GW-A-dcb-pfc-default]
+    config_prompt=r"\][^\S\n]*$",          # [GW-A], [GW-A-400GE1/0/1], [GW-A-dcb-pfc-default]
     exec_prompt=r">[^\S\n]*$",             # <GW-A>
     error_re=r"^\s*Error:.*$",
     paging_off="screen-length 0 temporary",

@@ -126,6 +126,40 @@ def test_wrong_password_refused(server):
     assert "auth" in type(ei.value).__name__.lower() or "auth" in str(ei.value).lower()
 
 
+@pytest.mark.parametrize("accepts", ["keys only", "password only"])
+def test_the_driver_offers_its_key_then_its_password(keys, home, tmp_path, accepts):
+    """Issue 15 item 6: with both a key and a password in the inventory, ncclient alone takes the
+    password for the key's passphrase, never offers the key and fails on a device that accepts
+    only keys. The driver offers the key first (unlocked with its own passphrase), then the password."""
+    from drivers import SshTarget, sha256_fingerprint
+    from drivers.errors import AuthFailed
+    from drivers.otn.netconf import NetconfDevice
+    srv = NetconfServer("127.0.0.1", 0, str(keys / "host_key"),
+                        authorized_keys=str(keys / "authorized_keys") if accepts == "keys only" else None,
+                        password_checker=(lambda u, p: (u, p) == (USER, PASSWORD)) if accepts == "password only" else None,
+                        initial_config=INITIAL)
+    srv.start()
+    try:
+        fp = sha256_fingerprint(srv.host_key)
+        other = tmp_path / "other_key"   # a key the device does not know, protected by a passphrase
+        paramiko.ECDSAKey.generate().write_private_key_file(str(other), password="pass phrase")
+        key = str(keys / "id_rsa") if accepts == "keys only" else str(other)
+        t = SshTarget("127.0.0.1", srv.port, USER, password=PASSWORD, key_path=key,
+                      key_passphrase=None if accepts == "keys only" else "pass phrase", fingerprint=fp, timeout_s=10)
+        dev = NetconfDevice(t)
+        try:
+            assert "urn:ietf:params:netconf:base:1.1" in dev.caps
+        finally:
+            dev.close()
+        with pytest.raises(AuthFailed, match="wrong passphrase"):
+            NetconfDevice(SshTarget("127.0.0.1", srv.port, USER, key_path=str(other), key_passphrase="nope",
+                                    fingerprint=fp, timeout_s=10))
+        with pytest.raises(AuthFailed, match="encrypted and no passphrase"):
+            NetconfDevice(SshTarget("127.0.0.1", srv.port, USER, key_path=str(other), fingerprint=fp, timeout_s=10))
+    finally:
+        srv.stop()
+
+
 def _raw_session(server):
     t = paramiko.Transport(socket.create_connection(("127.0.0.1", server.port)))
     t.connect(username=USER, password=PASSWORD)

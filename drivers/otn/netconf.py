@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ncclient.transport.session
+import paramiko
 from lxml import etree
 from ncclient import manager
 from ncclient.operations import RPCError, TimeoutExpiredError
-from ncclient.transport import AuthenticationError, SessionCloseError, SSHError, TransportError
+from ncclient.transport import AuthenticationError, SessionCloseError, SSHError, SSHSession, TransportError
 
 from .. import SshTarget, map_ssh_error, pinned_host_key
 from ..errors import AuthFailed, DeviceUnreachable, DriverError, EditRejected, HostKeyRejected, Timeout, Unsupported
@@ -77,6 +78,51 @@ def rpc_error_text(exc: RPCError) -> tuple[str, str | None]:
     return "; ".join(m.strip() for m in msgs if m), getattr(exc, "tag", None)
 
 
+def _load_key(target: SshTarget) -> paramiko.PKey:
+    path = str(target.key_path)
+    phrase = None if target.key_passphrase is None else target.key_passphrase.encode()
+    try:
+        try:
+            return paramiko.PKey.from_path(path, phrase)
+        except TypeError:   # cryptography: a passphrase for a key without one, or none for one with
+            if phrase is None:
+                raise paramiko.PasswordRequiredException() from None
+            return paramiko.PKey.from_path(path, None)   # OpenSSH ignores a needless passphrase; so do we
+    except paramiko.PasswordRequiredException:
+        raise AuthFailed(f"key {path} is encrypted and no passphrase was given", target.label) from None
+    except OSError as exc:
+        raise AuthFailed(f"cannot read key {path}: {exc.strerror or exc}", target.label) from None
+    except (paramiko.SSHException, ValueError) as exc:
+        raise AuthFailed(f"cannot load key {path} (wrong passphrase?): {exc}", target.label) from None
+
+
+class _KeyThenPassword(SSHSession):
+    """ncclient takes the login password for the key's passphrase as well: a key without one then
+    fails to load and is never offered, and a device that accepts only keys refuses the login.
+    This session offers the key (unlocked with its own passphrase) first, then the password, as
+    OpenSSH's client does."""
+
+    def __init__(self, device_handler, pkey: paramiko.PKey | None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(device_handler)
+        self._pkey = pkey
+
+    def _auth(self, username, password, key_filenames, allow_agent, look_for_keys):  # type: ignore[no-untyped-def]
+        last: Exception | None = None
+        if self._pkey is not None:
+            try:
+                self._transport.auth_publickey(username, self._pkey)
+                return
+            except paramiko.AuthenticationException as exc:
+                last = exc
+        if password is not None:
+            try:
+                self._transport.auth_password(username, password)
+                return
+            except paramiko.AuthenticationException as exc:
+                last = exc
+        raise AuthenticationError(repr(last) if last else "no key and no password to log in with")
+
+
 class NetconfDevice:
     """One NETCONF session to one device; every call has a timeout and raises drivers.errors."""
 
@@ -85,12 +131,17 @@ class NetconfDevice:
         self.name = target.label
         self.rpc_timeout_s = rpc_timeout_s
         key = pinned_host_key(target)
+        session = None
         try:
-            self.m = manager.connect(
+            pkey = _load_key(target) if target.key_path else None
+            handler = manager.make_device_handler({}, [])
+            session = _KeyThenPassword(handler, pkey)
+            session.connect(
                 host=target.host, port=target.port, username=target.username, password=target.password,
-                key_filename=target.key_path, hostkey_verify=True, hostkey_b64=key.get_base64(),
+                key_filename=None, hostkey_verify=True, hostkey_b64=key.get_base64(),
                 unknown_host_cb=lambda _h, _f: False, allow_agent=False, look_for_keys=False,
-                timeout=target.timeout_s, manager_params={"timeout": rpc_timeout_s})
+                timeout=target.timeout_s)
+            self.m = manager.Manager(session, handler, timeout=rpc_timeout_s)
         except AuthenticationError as exc:
             raise AuthFailed(f"NETCONF login as {target.username!r} refused: {exc}", self.name) from None
         except SSHError as exc:
@@ -99,6 +150,8 @@ class NetconfDevice:
             raise DeviceUnreachable(f"NETCONF over SSH to {target.host}:{target.port} failed: {exc}",
                                     self.name) from None
         except Exception as exc:  # noqa: BLE001 - paramiko/socket errors, mapped below
+            if session is not None and session.transport:
+                session.close()
             raise map_ssh_error(exc, target) from None
         self.caps = set(self.m.server_capabilities)
         self._subscribed = False

@@ -9,6 +9,8 @@ DEBS=(openssh-server openssh-client iproute2 iputils-ping iperf3 nftables victor
 # chromium prints report.pdf (`dcilab report`) and runs the report's headless-browser test;
 # fonts-dejavu-core gives it fonts to draw text with on a minimal system.
 DEBS+=(chromium fonts-dejavu-core)
+# yanglint (libyang) validates the emulated gear's NETCONF data against the published models (yang/)
+DEBS+=(libyang2-tools)
 missing=()
 for pkg in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

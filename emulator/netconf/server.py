@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 import paramiko
 from lxml import etree
 
+from . import monitoring
 from .datastore import Datastore
 from .errors import NC_NS, RpcError, RpcErrors, qn
 from .framing import BASE_10, BASE_11, Framer, FramingError, build_hello, parse_hello
@@ -44,6 +45,7 @@ DEFAULT_CAPABILITIES = [
     CAP + "validate:1.1",
     CAP + "notification:1.0",
     CAP + "interleave:1.0",
+    monitoring.MONITORING_CAPABILITY,
 ]
 _MSGID_RE = re.compile(rb"""<(?:\w+:)?rpc\s[^>]*?message-id\s*=\s*(["'])([^"'<>&]*)\1""")
 HELLO_TIMEOUT_S = 60.0
@@ -134,8 +136,23 @@ class Session:
         self.subscribed = False
         self.subscription_filter = None
         self.closed = False
+        self.closed_by_rpc = False   # <close-session> or <kill-session>: not a dropped session (RFC 6022)
         self._wlock = threading.Lock()
         self.client_capabilities: list[str] = []
+        self.counters = monitoring.Counters()
+        self.login_time = monitoring._now()
+        try:
+            self.source_host: str | None = str(transport.getpeername()[0])
+        except (OSError, TypeError, IndexError, AttributeError):   # no transport (in-process tests)
+            self.source_host = None
+
+    def count(self, **inc: int) -> None:
+        """Add to this session's RFC 6022 counters and the server's."""
+        st = self.server.stats
+        with st.lock:
+            for k, v in inc.items():
+                setattr(self.counters, k, getattr(self.counters, k) + v)
+                setattr(st, k, getattr(st, k) + v)
 
     def send(self, data: bytes) -> None:
         with self._wlock:
@@ -160,10 +177,13 @@ class Session:
                 caps, sid = parse_hello(msg)
             except (etree.XMLSyntaxError, ValueError) as e:
                 log.info("session %s: bad hello (%s); closing", self.id, e)
+                self.server.stats_add(in_bad_hellos=1)
                 return
             if sid is not None or not ({BASE_10, BASE_11} & set(caps)):
                 log.info("session %s: unacceptable hello; closing", self.id)
+                self.server.stats_add(in_bad_hellos=1)
                 return
+            self.server.stats_add(in_sessions=1)
             self.client_capabilities = caps
             if BASE_11 in caps and BASE_11 in self.server.capabilities:
                 self.framer.use_chunked()
@@ -229,6 +249,7 @@ class Session:
                 rpc, [RpcError("malformed-message", "an <rpc> must hold exactly one operation", type="rpc")]
             )
         op = ops[0]
+        self.count(in_rpcs=1)
         try:
             result = self.server._dispatch(self, op)
         except RpcError as e:
@@ -241,6 +262,9 @@ class Session:
         return self._reply(rpc, [], result)
 
     def _reply(self, rpc, errors, result=None) -> bytes:
+        if errors:
+            bad = errors[0].type in ("rpc",) or rpc is None or rpc.get("message-id") is None
+            self.count(out_rpc_errors=1, **({"in_bad_rpcs": 1} if bad else {}))
         reply = etree.Element(qn("rpc-reply"), nsmap={None: NC_NS})
         if rpc is not None:
             for k, v in rpc.attrib.items():
@@ -276,6 +300,7 @@ class NetconfServer:
         max_sessions: int = 32,
         idle_timeout_s: float = 3600.0,
         max_message: int = 64 * 1024 * 1024,
+        yang_dir: str | os.PathLike[str] | None = None,
     ):
         self.host = host
         self.port = port
@@ -302,6 +327,25 @@ class NetconfServer:
         """A session that sends nothing for this long is closed (unless it listens to notifications)."""
         self.max_message = max_message
         """Bytes one message may hold; a session sending more is closed (what it buffers, at most)."""
+        self.yang_dirs = monitoring.yang_dirs(yang_dir)
+        """Where ``<get-schema>`` finds module texts (default: the project's yang/)."""
+        self.stats = monitoring.Statistics()
+        self._lock_times: dict[str, str] = {}
+
+    def stats_add(self, **inc: int) -> None:
+        with self.stats.lock:
+            for k, v in inc.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+
+    def netconf_state(self) -> etree._Element:
+        """``/netconf-state`` now (RFC 6022)."""
+        with self.datastore.lock:
+            locks = {name: (sid, self._lock_times.get(name, monitoring._now()))
+                     for name, sid in self.datastore.locks.items()}
+        infos = [monitoring.SessionInfo(s.id, s.username or "", s.source_host, s.login_time, s.counters)
+                 for s in sorted(self.sessions.values(), key=lambda s: s.id)]
+        with self.stats.lock:
+            return monitoring.netconf_state(list(self.capabilities), locks, infos, self.stats)
 
     @staticmethod
     def _host_key(path):
@@ -430,6 +474,8 @@ class NetconfServer:
         with self._lock:
             if self._sessions.pop(session.id, None) is None:
                 return
+        if not session.closed_by_rpc:
+            self.stats_add(dropped_sessions=1)
         self.datastore.session_ended(session.id)
 
     # --- notifications (RFC 5277) -----------------------------------------------------------
@@ -457,6 +503,7 @@ class NetconfServer:
             notif.append(copy.deepcopy(content))
             try:
                 s.send(b'<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(notif))
+                s.count(out_notifications=1)
                 n += 1
             except Exception as e:  # noqa: BLE001 - one dead session must not stop the others
                 log.debug("notification to session %s failed: %s", s.id, e)
@@ -474,6 +521,8 @@ class NetconfServer:
                 return fn(session, op)
         if op.tag == qn("create-subscription", NOTIF_NS):
             return self._rpc_create_subscription(session, op)
+        if op.tag == f"{{{monitoring.NCM_NS}}}get-schema":
+            return monitoring.get_schema(op, list(self.capabilities), self.yang_dirs)
         raise RpcError(
             "operation-not-supported",
             f"operation <{qname.localname}> is not supported",
@@ -523,8 +572,15 @@ class NetconfServer:
         return name
 
     def _rpc_get(self, session, op):
+        from .datastore import new_data, subtree_filter
+
         p = self._params(op, {"filter": False, "with-defaults": False})
-        return self.datastore.get(p.get("filter"))
+        data = self.datastore.get(p.get("filter"))
+        holder = new_data()
+        holder.append(self.netconf_state())
+        for el in subtree_filter(holder, p.get("filter")):
+            data.append(el)
+        return data
 
     def _rpc_get_config(self, session, op):
         p = self._params(op, {"source": True, "filter": False, "with-defaults": False})
@@ -570,7 +626,9 @@ class NetconfServer:
 
     def _rpc_lock(self, session, op):
         p = self._params(op, {"target": True})
-        self.datastore.do_lock(session.id, self._datastore_name(p["target"]))
+        name = self._datastore_name(p["target"])
+        self.datastore.do_lock(session.id, name)
+        self._lock_times[name] = monitoring._now()
 
     def _rpc_unlock(self, session, op):
         p = self._params(op, {"target": True})
@@ -615,7 +673,7 @@ class NetconfServer:
     def _rpc_close_session(self, session, op):
         self._params(op, {})
         # reply first, then close: the session loop stops after sending the reply
-        session.closed = True
+        session.closed = session.closed_by_rpc = True
 
     def _rpc_kill_session(self, session, op):
         p = self._params(op, {"session-id": True})
@@ -633,6 +691,7 @@ class NetconfServer:
         victim = self.sessions.get(sid)
         if victim is None:
             raise RpcError("invalid-value", f"no session {sid}", type="protocol", info=[("bad-element", "session-id")])
+        victim.closed_by_rpc = True
         victim.close()
         self._session_ended(victim)
 

@@ -106,10 +106,12 @@ def parse_restoration(data) -> Restoration:  # type: ignore[no-untyped-def]
 class Roadm(BenchActions):
     """A ROADM's NETCONF session."""
 
+    MODULES: tuple[str, ...] = ("org-openroadm-device",)   # YANG modules the device must advertise
+
     def __init__(self, target: SshTarget, rpc_timeout_s: float = 30.0) -> None:
         self.nc = NetconfDevice(target, rpc_timeout_s)
         self.name = self.nc.name
-        self.nc.require_modules("openroadm", ("org-openroadm-device",))
+        self.nc.require_modules("openroadm", self.MODULES)
 
     def close(self) -> None:
         self.nc.close()

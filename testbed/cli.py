@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_history_parser(sub)
     from testbed.predict_cli import add_parser as add_predict_parser
     add_predict_parser(sub)
+    from testbed.device_cli import add_parser as add_device_parser
+    add_device_parser(sub)
     return p
 
 

@@ -29,6 +29,7 @@ ncclient.transport.session.TICK = 0.002
 log = logging.getLogger(__name__)
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
+NCM = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
 CAP_CANDIDATE = "urn:ietf:params:netconf:capability:candidate:1.0"
 CAP_CONFIRMED = ("urn:ietf:params:netconf:capability:confirmed-commit:1.0",
                  "urn:ietf:params:netconf:capability:confirmed-commit:1.1")
@@ -208,6 +209,22 @@ class NetconfDevice:
         flt = f'<filter xmlns="{NC}" type="subtree">{subtree}</filter>' if subtree else None
         reply = self._call("get", self.m.get, filter=flt)
         return etree.fromstring(reply.data_xml.encode())
+
+    def schemas(self) -> list[dict[str, str]] | None:
+        """The device's ``/netconf-state/schemas`` (RFC 6022): identifier, version, format,
+        namespace, location of each; None when it does not serve ietf-netconf-monitoring."""
+        if "ietf-netconf-monitoring" not in self.modules():
+            return None
+        data = self.get(f'<netconf-state xmlns="{NCM}"><schemas/></netconf-state>')
+        return [{local(c): text(c) for c in s if isinstance(c.tag, str)}
+                for s in data.iter(f"{{{NCM}}}schema")]
+
+    def get_schema(self, identifier: str, version: str | None = None) -> str:
+        """A module's text by ``<get-schema>`` (RFC 6022); Unsupported when the device serves none."""
+        if "ietf-netconf-monitoring" not in self.modules():
+            raise Unsupported("get-schema", identifier, [], self.name)
+        reply = self._call("get-schema", self.m.get_schema, identifier, version=version or None)
+        return reply.data if isinstance(reply.data, str) else str(reply.data)
 
     def get_config(self, source: str = "running", subtree: str | None = None) -> etree._Element:
         flt = f'<filter xmlns="{NC}" type="subtree">{subtree}</filter>' if subtree else None

@@ -50,6 +50,9 @@ def test_openconfig_modes_and_protection_normalise() -> None:
     assert oc.parse_modes(data) == {400: 4002, 800: 8001}
     p = oc.parse_protection(data)
     assert (p.active_path, p.request_state, p.raw["force-to-port"]) == ("protection", "forced", "SECONDARY")
+    # an identity in the leaf's own (default) namespace may come unprefixed, as the emulator sends it
+    bare = etree.fromstring(etree.tostring(data).replace(b"oc-line-protect:SECONDARY", b"SECONDARY"))
+    assert oc.parse_protection(bare).active_path == "protection"
     assert oc.rate_of_class("oc-opt-types:TRIB_RATE_800G") == 800
 
 

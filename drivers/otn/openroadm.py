@@ -15,6 +15,7 @@ DEV = "http://org/openroadm/device"
 ODU = "http://org/openroadm/otn-odu-interfaces"
 OTU = "http://org/openroadm/otn-otu-interfaces"
 OTSI = "http://org/openroadm/optical-channel-tributary-signal-interfaces"
+OCHT = "http://org/openroadm/common-optical-channel-types"   # where the otsi-rate identities live
 APS = "http://org/openroadm/prot/otn-linear-aps"
 PMNS = "http://org/openroadm/pm"
 
@@ -106,7 +107,8 @@ class OpenRoadmTerminal(OtnTerminal):
     def _rate_config(self, gbps: int) -> str:
         n = gbps // 100
         ifs = "".join(
-            f"<interface><name>{net(k, 'OTSI')}</name><otsi xmlns='{OTSI}'><otsi-rate>R{gbps}G-otsi</otsi-rate></otsi>"
+            f"<interface><name>{net(k, 'OTSI')}</name><otsi xmlns='{OTSI}' xmlns:ocht='{OCHT}'>"
+            f"<otsi-rate>ocht:R{gbps}G-otsi</otsi-rate></otsi>"
             f"</interface><interface><name>{net(k, 'OTUCn')}</name><otu xmlns='{OTU}'><otucn-n-rate>{n}</otucn-n-rate>"
             f"</otu></interface><interface><name>{net(k, 'ODUCn')}</name><odu xmlns='{ODU}'>"
             f"<oducn-n-rate>{n}</oducn-n-rate></odu></interface>" for k in NETWORKS.values())

@@ -12,7 +12,8 @@ Paths (namespaces as in optical-models.md):
   OTN channel 100 (``rate-class`` TRIB_RATE_800G, PROT_ODUCN, assignment to och-1/0/1 with
   ``allocation`` 800.000); ``otn/state`` of channel 100 holds the PM.  Operational modes under
   ``/terminal-device/operational-modes``.
-* ``/aps/aps-modules/aps-module[olp-1/3]`` (only when the service has a protection path):
+* ``/aps/aps-modules/aps-module[olp-1/3]`` (only when the service has a protection path; its
+  name refers to the platform component ``olp-1/3``, the OLP card):
   ``force-to-port`` NONE|PRIMARY|SECONDARY, ``hold-off-time`` (ms), ``revertive``,
   ``wait-to-restore-time`` (ms); ``state/active-path`` oc-line-protect:PRIMARY|SECONDARY.
 * ``/optical-attenuator/attenuators/attenuator[voa-1/2/1]``.
@@ -116,11 +117,11 @@ def _stats(parent, tag, st: dict, fmt, interval: int):
 
 class OpenConfigTerminal(Terminal):
     NAMESPACES = (PLAT, TD, LP, ATT)
-    # revisions of one openconfig/public release (the models this personality follows are listed
-    # in the package docstring)
-    MODULES = (("openconfig-platform", PLAT, "2025-01-30"), ("openconfig-platform-types", PTYPES, "2024-11-04"),
-               ("openconfig-platform-transceiver", XCVR, "2024-10-09"),
-               ("openconfig-terminal-device", TD, "2024-06-12"), ("openconfig-transport-types", TT, "2024-11-21"),
+    # the revisions of the published modules in yang/openconfig (tests/test_yang.py holds them
+    # equal): a client fetching the schema by revision gets the module the data follows
+    MODULES = (("openconfig-platform", PLAT, "2025-07-15"), ("openconfig-platform-types", PTYPES, "2026-05-19"),
+               ("openconfig-platform-transceiver", XCVR, "2026-03-25"),
+               ("openconfig-terminal-device", TD, "2026-01-14"), ("openconfig-transport-types", TT, "2026-04-24"),
                ("openconfig-transport-line-protection", LP, "2018-11-21"),
                ("openconfig-optical-attenuator", ATT, "2024-07-10"), BENCH_MODULE)
     SCHEMA = {f"{{{TD}}}channel": ("index",), f"{{{TD}}}assignment": ("index",), f"{{{TD}}}mode": ("mode-id",)}
@@ -142,16 +143,21 @@ class OpenConfigTerminal(Terminal):
             f"<assignment-type>LOGICAL_CHANNEL</assignment-type><logical-channel>{OTN_CH}</logical-channel>"
             f"<allocation>{s.client_rate_gbps:.3f}</allocation></config></assignment></logical-channel-assignments>"
             f"</channel>" for i in range(1, s.client_count + 1))
-        aps = ""
+        # a component's key is a leafref to its config/name: the identity components have one too
+        ident = "".join(f"<component><name>{n}</name><config><name>{n}</name></config></component>"
+                        for n in (CHASSIS, OS))
+        aps = olp = ""
         if s.protection:
+            # aps-module/name is a leafref to a platform component: the OLP card is one
+            olp = f"<component><name>{APS}</name><config><name>{APS}</name></config></component>"
             aps = (f"<aps xmlns='{LP}'><aps-modules><aps-module><name>{APS}</name><config><name>{APS}</name>"
                    f"<revertive>false</revertive><wait-to-restore-time>300000</wait-to-restore-time>"
                    f"<hold-off-time>0</hold-off-time><force-to-port>NONE</force-to-port></config>"
                    f"</aps-module></aps-modules></aps>")
         return (
             f"<data xmlns='{NC_NS}'>"
-            f"<components xmlns='{PLAT}'>{clients}"
-            f"<component><name>{LINE_PORT}</name><config><name>{LINE_PORT}</name></config></component>"
+            f"<components xmlns='{PLAT}'>{ident}{clients}"
+            f"<component><name>{LINE_PORT}</name><config><name>{LINE_PORT}</name></config></component>{olp}"
             f"<component><name>{OCH}</name><config><name>{OCH}</name></config>"
             f"<optical-channel xmlns='{TD}'><config><frequency>193100000</frequency>"
             f"<target-output-power>1.00</target-output-power><operational-mode>{mode}</operational-mode>"
@@ -250,7 +256,8 @@ class OpenConfigTerminal(Terminal):
             if en is not None:
                 bool_check(text(en), "enabled")
         names = {text(_child(c, "name")) for c in _entries(comps, "component")}
-        for need in [OCH, LINE_PORT] + [f"port-1/1/{i}" for i in range(1, self.svc.client_count + 1)]:
+        hardware = [OCH, LINE_PORT] + [f"port-1/1/{i}" for i in range(1, self.svc.client_count + 1)]
+        for need in hardware + ([APS] if self.svc.protection else []):
             if need not in names:
                 raise invalid(f"component {need} is hardware and cannot be removed", element="component",
                               tag="operation-not-supported")
@@ -387,7 +394,7 @@ class OpenConfigTerminal(Terminal):
             s = sub(c, "state")
             sub(s, "name", f"port-1/1/{i}")
             sub(s, "type", "oc-platform-types:PORT", nsmap={"oc-platform-types": PTYPES})
-            sub(s, "oper-status", "ACTIVE")
+            sub(s, "oper-status", "oc-platform-types:ACTIVE", nsmap={"oc-platform-types": PTYPES})
         c = sub(comps, "component")
         sub(c, "name", OCH)
         och = sub(c, "optical-channel", ns=TD)
@@ -454,8 +461,11 @@ class OpenConfigTerminal(Terminal):
             ms = sub(mod, "state")
             sub(ms, "name", APS)
             active = (st or {}).get("active_path", self.svc.working)
-            sub(ms, "active-path", "oc-line-protect:SECONDARY" if active == self.svc.protection
-                else "oc-line-protect:PRIMARY")
+            # the identity is in the leaf's own module, the default namespace here: unprefixed is
+            # its qualified XML form (RFC 7950 9.10.3), and a prefix bound to the default
+            # namespace's URI would not survive the datastore's merge (lxml reuses the in-scope
+            # declaration and drops the prefix)
+            sub(ms, "active-path", "SECONDARY" if active == self.svc.protection else "PRIMARY")
             if pr:
                 sub(ms, "hold-off-time", int(pr.get("hold_off_ms", 0)))
                 sub(ms, "revertive", "true" if pr.get("revertive") else "false")
@@ -477,7 +487,8 @@ class OpenConfigTerminal(Terminal):
         s = sub(a, "state")
         acfg = _path(_keyed(self._top(run, ATT, "optical-attenuator"), ["attenuators", "attenuator"], "name", VOA),
                      "config")
-        sub(s, "actual-attenuation", text(_child(acfg, "attenuation")) or "0.00")
+        # a stats container: "if avg/min/max statistics are not supported, just supply the instant value"
+        sub(sub(s, "actual-attenuation"), "instant", text(_child(acfg, "attenuation")) or "0.00")
         return data
 
     def _identity(self, comps) -> None:

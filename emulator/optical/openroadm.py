@@ -3,14 +3,17 @@
 Paths:
 * ``/org-openroadm-device/interface[name]`` (``http://org/openroadm/device``): per network port N
   (NETWORK1 = working path, NETWORK2 = protection path) ``XPDR1-NETWORKN-OTSI`` (type otsi,
-  ``otsi/otsi-rate`` R800G-otsi|R400G-otsi…), ``XPDR1-NETWORKN-OTUCn`` (``otu/otucn-n-rate``)
+  ``otsi/otsi-rate`` R800G-otsi|R400G-otsi…: identities of org-openroadm-common-optical-channel-types,
+  qualified with its namespace), ``XPDR1-NETWORKN-OTUCn`` (``otu/otucn-n-rate``, ``otu/fec`` ofec
+  of org-openroadm-common-types)
   and ``XPDR1-NETWORKN-ODUCn`` (``odu/rate`` ODUCn, ``odu/oducn-n-rate`` 8 = 800G, 4 = 400G:
   the line rate is the smallest n x 100G of the network ODUCn interfaces); clients
   ``XPDR1-CLIENTk-ETHERNET``.  ``operational-state`` is read-only.
 * ``/org-openroadm-device/protection-grps/odu-sncp-pg[ODU-SNCP-PG-1]``
   (``http://org/openroadm/prot/otn-linear-aps``, when the service has a protection path):
-  ``holdoff-timer/{holdoff 0|20|100, holdoff-multiplier}`` (hold-off = product, ms),
-  ``revertive``, ``wait-to-restore`` (1..12 min), ``working-if``, ``pg-interfaces``; read-only
+  ``holdoff-timer/{holdoff 0|20|100, holdoff-multiplier}`` (hold-off = product, ms; the
+  multiplier only with holdoff 100), ``revertive``, ``wait-to-restore`` (1..12 min, only when
+  revertive), ``working-if``, ``pg-interfaces``; read-only
   ``active-if`` and ``request-state`` (NR-NE, FS-NE, MS-NE, LO-NE, SF-NE, WTR-NE).
 * ``/org-openroadm-device/info``: node-id, node-type (config) and the read-only identity
   (vendor, model, serial-id, softwareVersion = dcilab's version, openroadm-version,
@@ -45,6 +48,8 @@ ODU = "http://org/openroadm/otn-odu-interfaces"
 OTU = "http://org/openroadm/otn-otu-interfaces"
 OTSI = "http://org/openroadm/optical-channel-tributary-signal-interfaces"
 OCT = "http://org/openroadm/otn-common-types"
+OCHT = "http://org/openroadm/common-optical-channel-types"   # otsi-rate identities
+CT = "http://org/openroadm/common-types"   # fec identities
 APS = "http://org/openroadm/prot/otn-linear-aps"
 PM = "http://org/openroadm/pm"
 PG = "ODU-SNCP-PG-1"
@@ -54,8 +59,10 @@ COMMANDS = {"Force-Switch": "force", "Manual-Switch": "manual", "Lock-Out-Protec
             "Release": "release", "Exercise": None}
 
 
-OPENROADM_VERSION = "18.0"
-OPENROADM_REVISION = "2025-09-26"   # the OpenROADM MSA v18 release the emulated models follow
+OPENROADM_VERSION = "18.0.0"   # an enum value of openroadm-version-type (common-types)
+# the OpenROADM MSA 18.0.0 release the emulated models follow; a module that release did not
+# change keeps its older revision (each as in yang/openroadm, which tests/test_yang.py checks)
+OPENROADM_REVISION = "2025-09-26"
 INFO_STATE = ("vendor", "model", "serial-id", "softwareVersion", "openroadm-version", "current-datetime")
 
 
@@ -75,11 +82,14 @@ def openroadm_info(dev, name: str, model: str) -> None:
 
 class OpenRoadmTerminal(Terminal):
     NAMESPACES = (DEV, PM)
-    MODULES = tuple((m, ns, OPENROADM_REVISION) for m, ns in (
-        ("org-openroadm-device", DEV), ("org-openroadm-interfaces", IFT), ("org-openroadm-otn-odu-interfaces", ODU),
-        ("org-openroadm-otn-otu-interfaces", OTU), ("org-openroadm-optical-tributary-signal-interfaces", OTSI),
-        ("org-openroadm-otn-common-types", OCT), ("org-openroadm-prot-otn-linear-aps", APS),
-        ("org-openroadm-pm", PM))) + (BENCH_MODULE,)
+    MODULES = (("org-openroadm-device", DEV, OPENROADM_REVISION), ("org-openroadm-interfaces", IFT, "2022-09-30"),
+               ("org-openroadm-otn-odu-interfaces", ODU, OPENROADM_REVISION),
+               ("org-openroadm-otn-otu-interfaces", OTU, OPENROADM_REVISION),
+               ("org-openroadm-optical-tributary-signal-interfaces", OTSI, OPENROADM_REVISION),
+               ("org-openroadm-otn-common-types", OCT, "2021-09-24"), ("org-openroadm-common-types", CT, OPENROADM_REVISION),
+               ("org-openroadm-common-optical-channel-types", OCHT, "2025-03-28"),
+               ("org-openroadm-prot-otn-linear-aps", APS, OPENROADM_REVISION), ("org-openroadm-pm", PM, OPENROADM_REVISION),
+               BENCH_MODULE)
     READ_ONLY = ("operational-state", "active-if", "request-state", "current-pm-list") + INFO_STATE
     MODEL = "DCILAB-XPDR-800G-OR"
     SCHEMA = {
@@ -112,33 +122,30 @@ class OpenRoadmTerminal(Terminal):
         for k, _path_name in self.networks():
             ifs.append(
                 f"<interface><name>{net(k, 'OTSI')}</name><type xmlns:openROADM-if='{IFT}'>openROADM-if:otsi</type>"
-                f"<administrative-state>inService</administrative-state><supporting-circuit-pack-name>1/0/{k}-PLUG-NET"
-                f"</supporting-circuit-pack-name><supporting-port>{k}</supporting-port>"
-                f"<otsi xmlns='{OTSI}'><otsi-rate>R{s.line_rate_gbps}G-otsi</otsi-rate>"
+                f"<administrative-state>inService</administrative-state>"
+                f"<otsi xmlns='{OTSI}' xmlns:ocht='{OCHT}'><otsi-rate>ocht:R{s.line_rate_gbps}G-otsi</otsi-rate>"
                 f"<modulation-format>{'dp-qam16' if s.line_rate_gbps >= 600 else 'dp-qpsk'}</modulation-format>"
                 f"<frequency>193.1</frequency></otsi></interface>"
                 f"<interface><name>{net(k, 'OTUCn')}</name><type xmlns:openROADM-if='{IFT}'>openROADM-if:otnOtu</type>"
                 f"<administrative-state>inService</administrative-state>"
                 f"<supporting-interface-list>{net(k, 'OTSI')}</supporting-interface-list>"
-                f"<otu xmlns='{OTU}' xmlns:oct='{OCT}'><rate>oct:OTUCn</rate><otucn-n-rate>{n}</otucn-n-rate>"
-                f"<fec>ofec</fec></otu></interface>"
+                f"<otu xmlns='{OTU}' xmlns:oct='{OCT}' xmlns:ct='{CT}'><rate>oct:OTUCn</rate><otucn-n-rate>{n}</otucn-n-rate>"
+                f"<fec>ct:ofec</fec></otu></interface>"
                 f"<interface><name>{net(k, 'ODUCn')}</name><type xmlns:openROADM-if='{IFT}'>openROADM-if:otnOdu</type>"
                 f"<administrative-state>inService</administrative-state>"
                 f"<supporting-interface-list>{net(k, 'OTUCn')}</supporting-interface-list>"
                 f"<odu xmlns='{ODU}' xmlns:oct='{OCT}'><rate>oct:ODUCn</rate><oducn-n-rate>{n}</oducn-n-rate>"
-                f"<odu-function>ODU-TTP</odu-function><monitoring-mode>terminated</monitoring-mode></odu></interface>")
+                f"<odu-function>oct:ODU-TTP</odu-function><monitoring-mode>terminated</monitoring-mode></odu></interface>")
         for c in range(1, s.client_count + 1):
             ifs.append(f"<interface><name>XPDR1-CLIENT{c}-ETHERNET</name>"
                        f"<type xmlns:openROADM-if='{IFT}'>openROADM-if:ethernetCsmacd</type>"
-                       f"<administrative-state>inService</administrative-state>"
-                       f"<supporting-port>C{c}</supporting-port></interface>")
+                       f"<administrative-state>inService</administrative-state></interface>")
         pg = ""
         if s.protection:
             pg = (f"<protection-grps><odu-sncp-pg xmlns='{APS}'><name>{PG}</name><level>path</level>"
                   f"<prot-type>odu-one-plus-one</prot-type><mode>SNC/Ne</mode>"
-                  f"<switching-direction>bidirectional</switching-direction><revertive>false</revertive>"
-                  f"<wait-to-restore>5</wait-to-restore><holdoff-timer><holdoff>0</holdoff>"
-                  f"<holdoff-multiplier>1</holdoff-multiplier></holdoff-timer>"
+                  f"<switching-direction>bidirectional-switching</switching-direction><revertive>false</revertive>"
+                  f"<holdoff-timer><holdoff>0</holdoff></holdoff-timer>"
                   f"<working-if>{net(1, 'ODUCn')}</working-if><pg-interfaces>{net(1, 'ODUCn')}</pg-interfaces>"
                   f"<pg-interfaces>{net(2, 'ODUCn')}</pg-interfaces></odu-sncp-pg></protection-grps>")
         return (f"<data xmlns='{NC_NS}'><org-openroadm-device xmlns='{DEV}'><info><node-id>{self.cfg.name}</node-id>"
@@ -222,12 +229,17 @@ class OpenRoadmTerminal(Terminal):
                 m = _child(hot, "holdoff-multiplier")
                 if m is not None:
                     uint_check(text(m), "holdoff-multiplier", 1, 10)
+                    if h is None or text(h) != "100":   # the model's when "../holdoff = 100"
+                        raise invalid("holdoff-multiplier applies only when holdoff is 100",
+                                      element="holdoff-multiplier")
             r = _child(pg, "revertive")
             if r is not None:
                 bool_check(text(r), "revertive")
             w = _child(pg, "wait-to-restore")
             if w is not None:
                 uint_check(text(w), "wait-to-restore", 1, 12)
+                if r is None or text(r) != "true":   # the model's when "../revertive = 'true'"
+                    raise invalid("wait-to-restore applies only when revertive is true", element="wait-to-restore")
             pgi = [text(x) for x in _entries(pg, "pg-interfaces")]
             if pgi != [net(1, "ODUCn"), net(2, "ODUCn")]:
                 raise invalid("pg-interfaces are fixed to the two network ODUCn interfaces", element="pg-interfaces")
@@ -348,9 +360,11 @@ class OpenRoadmTerminal(Terminal):
         sub(e, "pm-resource-instance", f"/d:org-openroadm-device/d:interface[d:name='{ifname}']", nsmap={"d": DEV})
         sub(e, "retrieval-time", dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
         for typ, val, unit in values:
+            # a type the pm-types enum lacks is vendorExtension, named in extension (the model's way)
+            typ, ext = typ if isinstance(typ, tuple) else (typ, "")
             c = sub(e, "current-pm")
             sub(c, "type", typ)
-            sub(c, "extension", "")
+            sub(c, "extension", ext)
             sub(c, "location", "nearEnd")
             sub(c, "direction", "rx")
             m = sub(c, "measurement")

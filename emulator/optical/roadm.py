@@ -9,12 +9,12 @@ path that crosses the same ROADMs.
 Paths:
 * ``/org-openroadm-device/info``: the identity, as on the OpenROADM terminal (:mod:`.openroadm`).
 * ``/org-openroadm-device/degree[degree-number]`` (``http://org/openroadm/device``) with
-  ``max-wavelengths``; read-only ``fiber`` (``urn:dcilab:emulator:bench``: path, neighbor,
+  read-only ``max-wavelengths`` (as ``info/max-degrees``: config false in the model); read-only ``fiber`` (``urn:dcilab:emulator:bench``: path, neighbor,
   span-length-km, los).
 * ``/org-openroadm-device/interface[name]``: ``OTS-DEGk-TTP-TXRX`` (opticalTransport) and
   ``OMS-DEGk-TTP-TXRX`` (openROADMOpticalMultiplex) per degree; read-only operational-state.
 * ``/current-pm-list``: opticalPowerInput / opticalPowerOutput (dBm, 2 digits) and
-  ``fiberSpanLoss`` per OTS interface.  Model: launch 1 dBm per channel, span length = path
+  span loss (type vendorExtension, extension ``fiberSpanLoss``) per OTS interface.  Model: launch 1 dBm per channel, span length = path
   length / number of spans of the path, 0.22 dB/km; a cut (LOS) reads -40.00 dBm.
 * ``/optical-control-plane`` (bench namespace, read-only): the line's protection/restoration
   engine: mode, active-path, route (ROADMs of the active path), restoration-state, request-state,
@@ -49,13 +49,15 @@ from .terminal import dec_check, enum_check, uint_check
 DEV = "http://org/openroadm/device"
 IFT = "http://org/openroadm/interfaces"
 PM = "http://org/openroadm/pm"
+MAX_WAVELENGTHS = 96
 
 
 class Roadm(Device):
     NAMESPACES = (DEV, PM)
-    MODULES = tuple((m, ns, OPENROADM_REVISION) for m, ns in (
-        ("org-openroadm-device", DEV), ("org-openroadm-interfaces", IFT), ("org-openroadm-pm", PM))) + (BENCH_MODULE,)
-    READ_ONLY = ("operational-state", "current-pm-list", "fiber", "optical-control-plane") + INFO_STATE
+    MODULES = (("org-openroadm-device", DEV, OPENROADM_REVISION), ("org-openroadm-interfaces", IFT, "2022-09-30"),
+               ("org-openroadm-pm", PM, OPENROADM_REVISION), BENCH_MODULE)
+    READ_ONLY = ("operational-state", "current-pm-list", "fiber", "optical-control-plane", "max-degrees",
+                 "max-wavelengths") + INFO_STATE
     MODEL = "DCILAB-ROADM-CDC"
     SCHEMA = {
         f"{{{DEV}}}degree": ("degree-number",),
@@ -86,20 +88,18 @@ class Roadm(Device):
         self.server.register_rpc(f"{{{BENCH_NS}}}pm-interact", self._rpc_pm_interact)
 
     def initial_config(self) -> str:
-        parts = [f"<info><node-id>{self.cfg.name}</node-id><node-type>rdm</node-type>"
-                 f"<max-degrees>{len(self.degrees)}</max-degrees></info>"]
+        parts = [f"<info><node-id>{self.cfg.name}</node-id><node-type>rdm</node-type></info>"]
         for n, _p, _nb, _km in self.degrees:
-            parts.append(f"<degree><degree-number>{n}</degree-number><max-wavelengths>96</max-wavelengths></degree>")
+            parts.append(f"<degree><degree-number>{n}</degree-number></degree>")
         for n, _p, _nb, _km in self.degrees:
             parts.append(
                 f"<interface><name>OTS-DEG{n}-TTP-TXRX</name>"
                 f"<type xmlns:openROADM-if='{IFT}'>openROADM-if:opticalTransport</type>"
-                f"<administrative-state>inService</administrative-state>"
-                f"<supporting-circuit-pack-name>{n}/0</supporting-circuit-pack-name><supporting-port>L1</supporting-port>"
-                f"</interface><interface><name>OMS-DEG{n}-TTP-TXRX</name>"
+                f"<administrative-state>inService</administrative-state></interface>"
+                f"<interface><name>OMS-DEG{n}-TTP-TXRX</name>"
                 f"<type xmlns:openROADM-if='{IFT}'>openROADM-if:openROADMOpticalMultiplex</type>"
                 f"<administrative-state>inService</administrative-state>"
-                f"<supporting-interface>OTS-DEG{n}-TTP-TXRX</supporting-interface></interface>")
+                f"<supporting-interface-list>OTS-DEG{n}-TTP-TXRX</supporting-interface-list></interface>")
         return f"<data xmlns='{NC_NS}'><org-openroadm-device xmlns='{DEV}'>{''.join(parts)}</org-openroadm-device></data>"
 
     def validate(self, tree) -> None:
@@ -185,10 +185,12 @@ class Roadm(Device):
         data = etree.Element(f"{{{NC_NS}}}data", nsmap={None: NC_NS})
         dev = sub(data, "org-openroadm-device", ns=DEV)
         openroadm_info(dev, self.cfg.name, self.MODEL)
+        sub(dev.find(f"{{{DEV}}}info"), "max-degrees", len(self.degrees))   # config false: state only
         paths = {p["name"]: p for p in (st or {}).get("paths", [])}
         for n, pname, nb, km in self.degrees:
             d = sub(dev, "degree")
             sub(d, "degree-number", n)
+            sub(d, "max-wavelengths", MAX_WAVELENGTHS)   # config false and mandatory
             f = sub(d, "fiber", ns=BENCH_NS)
             sub(f, "path", pname)
             if nb:
@@ -210,7 +212,7 @@ class Roadm(Device):
                 pin = 1.0 - loss if up else -40.0
                 OpenRoadmTerminal._pm_entry(lst, f"OTS-DEG{n}-TTP-TXRX", [
                     ("opticalPowerInput", dec(pin, 2), "dBm"), ("opticalPowerOutput", dec(1.0, 2), "dBm"),
-                    ("fiberSpanLoss", dec(loss, 2), "dB")], self._start_ns)
+                    (("vendorExtension", "fiberSpanLoss"), dec(loss, 2), "dB")], self._start_ns)
             ocp = sub(data, "optical-control-plane", ns=BENCH_NS)
             pr = st.get("protection") or {}
             active = st.get("active_path")

@@ -485,6 +485,26 @@ def test_or_holdoff_and_pm(make, keys):
         assert inst.nsmap.get("d") == DEV
 
 
+def test_or_pg_leaves_follow_the_models_when_conditions(make, keys):
+    """holdoff-multiplier exists only with holdoff 100, wait-to-restore only when revertive (the
+    published model's when): an edit breaking either is refused, one keeping them is applied."""
+    dev, line = make("openroadm")
+    pg = (f'<config xmlns="{NC}"><org-openroadm-device xmlns="{DEV}"><protection-grps><odu-sncp-pg xmlns="{APS}">'
+          f'<name>ODU-SNCP-PG-1</name>{{}}</odu-sncp-pg></protection-grps></org-openroadm-device></config>')
+    with connect(dev, keys) as m:
+        for bad in ("<wait-to-restore>2</wait-to-restore>",
+                    "<holdoff-timer><holdoff>20</holdoff><holdoff-multiplier>2</holdoff-multiplier></holdoff-timer>"):
+            with pytest.raises(RPCError) as ei:
+                m.edit_config(target="running", config=pg.format(bad))
+            assert ei.value.tag == "invalid-value"
+        assert not calls(line, "configure_protection")
+        m.edit_config(target="running", config=pg.format(
+            "<revertive>true</revertive><wait-to-restore>2</wait-to-restore><holdoff-timer><holdoff>100</holdoff>"
+            "<holdoff-multiplier>3</holdoff-multiplier></holdoff-timer>"))
+        kw = calls(line, "configure_protection")[-1][1]
+        assert (kw["hold_off_ms"], kw["revertive"], kw["wtr_s"]) == (300, True, 120)
+
+
 # --- ROADM ---------------------------------------------------------------------------------------------
 def _pmi(action, **kw):
     body = "".join(f"<{k.replace('_', '-')}>{v}</{k.replace('_', '-')}>" for k, v in kw.items())

@@ -274,8 +274,11 @@ def test_driver_edits_and_rpcs_validate(make, keys, tmp_path, personality):  # n
         for gbps in (400, 800):
             drv.set_line_rate(gbps)
             assert drv.line_rate_gbps() == gbps
+        drv.set_line_rate(400)
         drv.request_switch("force", "protection")
         assert drv.protection().active_path == "protection"
-        drv.request_switch("release")
     assert {k for k, _ in sent} == ({"edit"} if personality == "openconfig" else {"edit", "rpc"})
     assert_sent_valid(sent, tmp_path)
+    with connect(dev, keys) as m:   # what the edits left: a 400G line, forced to protection
+        assert_valid("config", data_nodes(m.get_config("running")), tmp_path)
+        assert_valid("data", without_otn_pm(data_nodes(m.get())), tmp_path)

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,6 +203,8 @@ def test_a_testbed_without_restoration_path_skips_the_reroute_with_that_reason(t
 class ScriptedRunner:
     """Stands in for the job runner (no lab): returns the series it is given, counts the jobs."""
 
+    writer = None    # no metrics store
+
     def __init__(self, durations: list[float]) -> None:
         self.durations, self.jobs = durations, []
 
@@ -269,3 +272,41 @@ def test_the_frameworks_own_tests_write_no_trial_report() -> None:
                         "noise_band"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (set(reports.iterdir()) if reports.exists() else set()) == before and "junit.xml" not in r.stdout
+
+
+def test_a_case_too_noisy_to_judge_is_measured_again_and_gives_up_after_its_retries(tmp_path: Path) -> None:
+    """Issue 17: a busy few seconds make one case's steady window too noisy; it is run again
+    (noise.retries, 1 in quick) and the steady run is judged; noisy every time, it fails saying so."""
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+    inv, t = load_inventory(EMULATED), load_trial()
+    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=False)
+    s.off_baseline = lambda: []                                       # type: ignore[method-assign]
+    steady, noisy = [3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.01], [3.0, 2.0, 1.0, 1.5, 0.7, 1.3, 0.8]
+
+    class Busy(ScriptedRunner):                                       # the first case job ran on a busy machine
+        def run(self, case, scenario, spec, **kw):  # type: ignore[no-untyped-def]
+            self.durations = noisy if case.startswith("conv") and self.busy else steady
+            self.busy = self.busy - 1 if case.startswith("conv") else self.busy
+            return super().run(case, scenario, spec, **kw)
+    s.runner = Busy([])                                               # type: ignore[assignment]
+    s.runner.busy = 1
+    props: list[tuple[str, Any]] = []
+    case = sess.CaseContext(s, "c1", "conv[pp-remote-4to1]", "convergence", {"placement": "pp-remote", "ratio": 4},
+                            lambda k, v: props.append((k, v)))
+    base = s.baseline("pp-remote")
+    run = case.run("pp-remote")
+    m = case.steady_metrics(run, base)
+    assert m["steady_cv"] > t.profile("quick").noise.max_cv
+    assert case.conclude(run, base, m) != "fail"
+    got = json.loads((tmp_path / "summary.json").read_text())["cases"][0]
+    assert got["metrics"]["noisy_runs_set_aside"] == 1 and got["metrics"]["steady_cv"] < 0.1
+    assert [j[0] for j in s.runner.jobs].count("conv[pp-remote-4to1]") == 2 and got["problems"] == []
+
+    s.runner.busy = 99                                                # noisy every time: 1 + retries runs, then it fails
+    case = sess.CaseContext(s, "c2", "conv[pp-remote-8to1]", "convergence", {"placement": "pp-remote", "ratio": 8},
+                            lambda k, v: None)
+    run = case.run("pp-remote")
+    with pytest.raises(pytest.fail.Exception, match="too noisy to judge"):
+        case.conclude(run, base, case.steady_metrics(run, base))
+    assert [j[0] for j in s.runner.jobs].count("conv[pp-remote-8to1]") == 1 + t.profile("quick").noise.retries

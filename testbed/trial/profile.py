@@ -54,6 +54,9 @@ class Noise(Strict):
     floor: float = Field(0.05, ge=0, lt=1, description="minimum band half-width, as a fraction of the median")
     max_cv: float = Field(0.10, gt=0, description="a steady window noisier than this (robust coefficient of "
                                                   "variation, 1.4826 x MAD / median) cannot judge a fault")
+    retries: int = Field(1, ge=0, le=5, description="a case whose steady window is too noisy to judge (a busy few "
+                                                   "seconds) is run again, at most this many times, before it is "
+                                                   "reported as not judgeable")
 
 
 class ProbeSettings(Strict):

@@ -283,6 +283,7 @@ class CaseContext:
         self.t0 = time.monotonic()
         self.runs: list[CaseRun] = []
         self.recorded = False
+        self._last_call: tuple[str, dict[str, Any]] | None = None   # the last run()'s arguments (a re-measure)
 
     @property
     def profile(self) -> Profile:
@@ -315,6 +316,7 @@ class CaseContext:
         for name in spec.nodes:
             if name in self.s.unreachable:
                 raise TestbedNotReady(f"{name} does not answer: {self.s.unreachable[name]}")
+        self._last_call = (placement, {"conditions": list(conditions), "fault": fault, "hold": hold, "probe": probe})
         run = self.s.runner.run(self.name, self.scenario, spec, conditions=list(conditions), fault=fault,
                                 fault_at=self.fault_at if fault is not None else None, hold=hold,
                                 probe=self.probe_plan() if probe else None,
@@ -387,9 +389,37 @@ class CaseContext:
 
     # ---------------------------------------------------------------------------------- verdict
 
+    def _too_noisy(self, run: CaseRun, metrics: dict[str, Any]) -> bool:
+        cv = metrics.get("steady_cv")
+        return run.status == "completed" and not run.error and cv is not None and cv > self.profile.noise.max_cv
+
+    def _remeasure_if_noisy(self, run: CaseRun, baseline: Baseline,
+                            metrics: dict[str, Any]) -> tuple[CaseRun, dict[str, Any]]:
+        """A run whose steady window is too noisy to judge (a busy few seconds, not the fault) is
+        run again with the same conditions and fault, up to ``noise.retries`` times; the last one
+        is judged, and the metrics say how many were set aside."""
+        tries, retries = 0, self.profile.noise.retries
+        noisy: list[float] = []
+        while self._too_noisy(run, metrics) and tries < retries and self._last_call is not None:
+            tries += 1
+            noisy.append(round(float(metrics["steady_cv"]), 4))
+            self.s.progress(f"{self.name}: the steady window is too noisy to judge (robust CV "
+                            f"{metrics['steady_cv']:.2f} > {self.profile.noise.max_cv:.2f}): measuring the case "
+                            f"again ({tries} of {retries})")
+            placement, kw = self._last_call
+            fault_case = kw["fault"] is not None
+            run = self.run(placement, **kw)
+            metrics = self.fault_metrics(run, baseline) if fault_case else self.steady_metrics(run, baseline)
+        if noisy:
+            metrics["noisy_runs_set_aside"] = len(noisy)
+            metrics["noisy_runs_cv"] = noisy
+        return run, metrics
+
     def conclude(self, run: CaseRun, baseline: Baseline, metrics: dict[str, Any]) -> str:
         """Check the criteria, record the case in the summary and junit; fail the test when a
-        criterion fails or the case could not run as planned."""
+        criterion fails or the case could not run as planned.  A run too noisy to judge is
+        measured again first (``noise.retries``)."""
+        run, metrics = self._remeasure_if_noisy(run, baseline, metrics)
         crits = self.s.trial.criteria_for(self.profile, self.scenario, self.params)
         checks = [check(c, metrics, self.s.inv.is_emulated) for c in crits]
         v = verdict(checks)

@@ -505,6 +505,22 @@ def test_or_pg_leaves_follow_the_models_when_conditions(make, keys):
         assert (kw["hold_off_ms"], kw["revertive"], kw["wtr_s"]) == (300, True, 120)
 
 
+@pytest.mark.parametrize("role,pack", [("otn_terminal", "1/0/1-PLUG-NET"), ("roadm", "1/0")])
+def test_or_supporting_circuit_pack_cannot_dangle(make, keys, role, pack):
+    """An interface's supporting circuit pack is a leafref: removing the pack is refused."""
+    dev, _ = make("openroadm", role=role)
+    rm = (f'<config xmlns="{NC}" xmlns:nc="{NC}"><org-openroadm-device xmlns="{DEV}"><circuit-packs nc:operation="delete">'
+          f'<circuit-pack-name>{pack}</circuit-pack-name></circuit-packs></org-openroadm-device></config>')
+    with connect(dev, keys) as m:
+        with pytest.raises(RPCError, match="no circuit pack") as ei:
+            m.edit_config(target="running", config=rm)
+        assert ei.value.tag == "invalid-value"
+        r = ele(m.get_config("running", filter=("subtree", f'<org-openroadm-device xmlns="{DEV}"><circuit-packs>'
+                                                          f'<circuit-pack-name>{pack}</circuit-pack-name>'
+                                                          f'</circuit-packs></org-openroadm-device>')))
+        assert first(r, "circuit-pack-name").text == pack
+
+
 # --- ROADM ---------------------------------------------------------------------------------------------
 def _pmi(action, **kw):
     body = "".join(f"<{k.replace('_', '-')}>{v}</{k.replace('_', '-')}>" for k, v in kw.items())

@@ -15,6 +15,10 @@ Paths:
   multiplier only with holdoff 100), ``revertive``, ``wait-to-restore`` (1..12 min, only when
   revertive), ``working-if``, ``pg-interfaces``; read-only
   ``active-if`` and ``request-state`` (NR-NE, FS-NE, MS-NE, LO-NE, SF-NE, WTR-NE).
+* ``/org-openroadm-device/shelves[shelf-1]`` and ``circuit-packs`` with their ``ports``: a pluggable
+  ``1/0/k-PLUG-NET`` (port k) per network port and ``1/0/Ck-PLUG-CLIENT`` (port Ck) per client,
+  which the interfaces' ``supporting-circuit-pack-name``/``supporting-port`` name (leafrefs: an
+  edit leaving one dangling is refused); their vendor, model, serial-id and states are read-only.
 * ``/org-openroadm-device/info``: node-id, node-type (config) and the read-only identity
   (vendor, model, serial-id, softwareVersion = dcilab's version, openroadm-version,
   current-datetime, :mod:`emulator.identity`); the hello advertises each module with its
@@ -70,6 +74,73 @@ def net(n: int, kind: str) -> str:
     return f"XPDR1-NETWORK{n}-{kind}"
 
 
+SHELF = "shelf-1"
+HW_STATE = ("is-physical", "is-passive", "faceplate-label", "is-pluggable-optics", "circuit-pack-category",
+            "port-direction", "pm-capable", "alarm-capable")
+"""The config false leaves of shelves, circuit packs and ports (read-only)."""
+HW_SCHEMA = {f"{{{DEV}}}shelves": ("shelf-name",), f"{{{DEV}}}circuit-packs": ("circuit-pack-name",),
+             f"{{{DEV}}}ports": ("port-name",)}
+
+Pack = tuple[str, str, str, tuple[str, ...]]
+"""A circuit pack: (circuit-pack-name, slot, circuit-pack-type, port names)."""
+
+
+def hardware_config(packs: list[Pack]) -> str:
+    """The shelf and the circuit packs with their ports: an interface's supporting-circuit-pack-name
+    and supporting-port are leafrefs to them, so a device naming them lists them."""
+    out = [f"<shelves><shelf-name>{SHELF}</shelf-name><shelf-type>dcilab-emulated</shelf-type>"
+           f"<administrative-state>inService</administrative-state></shelves>"]
+    for cp, slot, typ, ports in packs:
+        out.append(f"<circuit-packs><circuit-pack-name>{cp}</circuit-pack-name><circuit-pack-type>{typ}"
+                   f"</circuit-pack-type><administrative-state>inService</administrative-state><shelf>{SHELF}</shelf>"
+                   f"<slot>{slot}</slot>" + "".join(f"<ports><port-name>{p}</port-name></ports>" for p in ports)
+                   + "</circuit-packs>")
+    return "".join(out)
+
+
+def _node_info(el, device: str, item: str, model: str) -> None:
+    """vendor, model and serial-id, mandatory on every piece of OpenROADM equipment."""
+    for k, v in (("vendor", VENDOR), ("model", model), ("serial-id", serial_number(f"{device}/{item}")),
+                 ("operational-state", "inService")):
+        sub(el, k, v)
+
+
+def hardware_state(dev, packs: list[Pack], device: str, model: str) -> None:
+    """The mandatory config false leaves of the shelf, the packs and their ports."""
+    sh = sub(dev, "shelves")
+    sub(sh, "shelf-name", SHELF)
+    _node_info(sh, device, SHELF, model)
+    for k, v in (("is-physical", "true"), ("is-passive", "false"), ("faceplate-label", SHELF)):
+        sub(sh, k, v)
+    for cp, _slot, typ, ports in packs:
+        c = sub(dev, "circuit-packs")
+        sub(c, "circuit-pack-name", cp)
+        _node_info(c, device, cp, f"{model}-{typ}")
+        sub(sub(c, "circuit-pack-category"), "type", "circuitPack")
+        for k, v in (("is-pluggable-optics", "true" if "PLUG" in cp else "false"), ("is-physical", "true"),
+                     ("is-passive", "false"), ("faceplate-label", cp)):
+            sub(c, k, v)
+        for p in ports:
+            e = sub(c, "ports")
+            for k, v in (("port-name", p), ("port-direction", "bidirectional"), ("is-physical", "true"),
+                         ("pm-capable", "true"), ("alarm-capable", "true"), ("faceplate-label", p),
+                         ("operational-state", "inService")):
+                sub(e, k, v)
+
+
+def check_supporting(dev) -> None:
+    """An interface's supporting circuit pack and port exist (leafrefs in the model)."""
+    packs = {text(_child(c, "circuit-pack-name")): {text(_child(p, "port-name")) for p in _entries(c, "ports")}
+             for c in _entries(dev, "circuit-packs")}
+    for i in _entries(dev, "interface"):
+        cp, port = text(_child(i, "supporting-circuit-pack-name")), text(_child(i, "supporting-port"))
+        if cp and cp not in packs:
+            raise invalid(f"interface {text(_child(i, 'name'))}: no circuit pack {cp!r}",
+                          element="supporting-circuit-pack-name")
+        if port and port not in packs.get(cp, ()):
+            raise invalid(f"interface {text(_child(i, 'name'))}: no port {port!r} on {cp!r}", element="supporting-port")
+
+
 def openroadm_info(dev, name: str, model: str) -> None:
     """The config false leaves of ``/org-openroadm-device/info`` every OpenROADM device fills
     in (a ``get`` merges them with the configured node-id and node-type)."""
@@ -90,12 +161,12 @@ class OpenRoadmTerminal(Terminal):
                ("org-openroadm-common-optical-channel-types", OCHT, "2025-03-28"),
                ("org-openroadm-prot-otn-linear-aps", APS, OPENROADM_REVISION), ("org-openroadm-pm", PM, OPENROADM_REVISION),
                BENCH_MODULE)
-    READ_ONLY = ("operational-state", "active-if", "request-state", "current-pm-list") + INFO_STATE
+    READ_ONLY = ("operational-state", "active-if", "request-state", "current-pm-list") + INFO_STATE + HW_STATE
     MODEL = "DCILAB-XPDR-800G-OR"
     SCHEMA = {
         f"{{{PM}}}current-pm-entry": ("pm-resource-type", "pm-resource-type-extension", "pm-resource-instance"),
         f"{{{PM}}}current-pm": ("type", "extension", "location", "direction"),
-        f"{{{PM}}}measurement": ("granularity",),
+        f"{{{PM}}}measurement": ("granularity",), **HW_SCHEMA,
     }
 
     def pm_sources(self, cfg) -> dict:
@@ -104,6 +175,11 @@ class OpenRoadmTerminal(Terminal):
         if s.protection:
             out[s.protection] = (s.protection,)
         return out
+
+    def packs(self) -> list[Pack]:
+        """One pluggable per network port (port k) and per client port (port Ck)."""
+        return [(f"1/0/{k}-PLUG-NET", f"{k}", "NET", (str(k),)) for k, _p in self.networks()] + \
+            [(f"1/0/C{c}-PLUG-CLIENT", f"C{c}", "CLIENT", (f"C{c}",)) for c in range(1, self.svc.client_count + 1)]
 
     def networks(self) -> list[tuple[int, str]]:
         s = self.svc
@@ -122,7 +198,8 @@ class OpenRoadmTerminal(Terminal):
         for k, _path_name in self.networks():
             ifs.append(
                 f"<interface><name>{net(k, 'OTSI')}</name><type xmlns:openROADM-if='{IFT}'>openROADM-if:otsi</type>"
-                f"<administrative-state>inService</administrative-state>"
+                f"<administrative-state>inService</administrative-state><supporting-circuit-pack-name>1/0/{k}-PLUG-NET"
+                f"</supporting-circuit-pack-name><supporting-port>{k}</supporting-port>"
                 f"<otsi xmlns='{OTSI}' xmlns:ocht='{OCHT}'><otsi-rate>ocht:R{s.line_rate_gbps}G-otsi</otsi-rate>"
                 f"<modulation-format>{'dp-qam16' if s.line_rate_gbps >= 600 else 'dp-qpsk'}</modulation-format>"
                 f"<frequency>193.1</frequency></otsi></interface>"
@@ -139,7 +216,9 @@ class OpenRoadmTerminal(Terminal):
         for c in range(1, s.client_count + 1):
             ifs.append(f"<interface><name>XPDR1-CLIENT{c}-ETHERNET</name>"
                        f"<type xmlns:openROADM-if='{IFT}'>openROADM-if:ethernetCsmacd</type>"
-                       f"<administrative-state>inService</administrative-state></interface>")
+                       f"<administrative-state>inService</administrative-state><supporting-circuit-pack-name>"
+                       f"1/0/C{c}-PLUG-CLIENT</supporting-circuit-pack-name><supporting-port>C{c}</supporting-port>"
+                       f"</interface>")
         pg = ""
         if s.protection:
             pg = (f"<protection-grps><odu-sncp-pg xmlns='{APS}'><name>{PG}</name><level>path</level>"
@@ -149,7 +228,7 @@ class OpenRoadmTerminal(Terminal):
                   f"<working-if>{net(1, 'ODUCn')}</working-if><pg-interfaces>{net(1, 'ODUCn')}</pg-interfaces>"
                   f"<pg-interfaces>{net(2, 'ODUCn')}</pg-interfaces></odu-sncp-pg></protection-grps>")
         return (f"<data xmlns='{NC_NS}'><org-openroadm-device xmlns='{DEV}'><info><node-id>{self.cfg.name}</node-id>"
-                f"<node-type>xpdr</node-type></info>{''.join(ifs)}{pg}</org-openroadm-device></data>")
+                f"<node-type>xpdr</node-type></info>{hardware_config(self.packs())}{''.join(ifs)}{pg}</org-openroadm-device></data>")
 
     def _dev(self, tree):
         for c in tree:
@@ -212,6 +291,7 @@ class OpenRoadmTerminal(Terminal):
                 v = text(_child(otsi, "otsi-rate"))
                 if v and not re.fullmatch(r"(\w+:)?R(100|200|300|400|500|600|700|800)G-otsi", v):
                     raise invalid(f"otsi-rate {v!r} is not offered (R100G-otsi..R800G-otsi)", element="otsi-rate")
+        check_supporting(dev)
         for k, _p in self.networks():
             for kind in ("OTSI", "OTUCn", "ODUCn"):
                 if net(k, kind) not in names:
@@ -312,6 +392,7 @@ class OpenRoadmTerminal(Terminal):
         data = etree.Element(f"{{{NC_NS}}}data", nsmap={None: NC_NS})
         dev = sub(data, "org-openroadm-device", ns=DEV)
         openroadm_info(dev, self.cfg.name, self.MODEL)
+        hardware_state(dev, self.packs(), self.cfg.name, self.MODEL)
         rate = self.line_rate_gbps(st)
         n = int(rate // 100)
         paths = {p["name"]: p for p in (st or {}).get("paths", [])}

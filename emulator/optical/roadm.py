@@ -11,6 +11,8 @@ Paths:
 * ``/org-openroadm-device/degree[degree-number]`` (``http://org/openroadm/device``) with
   read-only ``max-wavelengths`` (as ``info/max-degrees``: config false in the model); read-only ``fiber`` (``urn:dcilab:emulator:bench``: path, neighbor,
   span-length-km, los).
+* ``/org-openroadm-device/circuit-packs[k/0]``: one line card per degree, port ``L1``, which the
+  OTS interface names as its supporting circuit pack and port (see :func:`.openroadm.hardware_config`).
 * ``/org-openroadm-device/interface[name]``: ``OTS-DEGk-TTP-TXRX`` (opticalTransport) and
   ``OMS-DEGk-TTP-TXRX`` (openROADMOpticalMultiplex) per degree; read-only operational-state.
 * ``/current-pm-list``: opticalPowerInput / opticalPowerOutput (dBm, 2 digits) and
@@ -42,7 +44,8 @@ from emulator.netconf.errors import NC_NS
 
 from .device import BENCH_MODULE, BENCH_NS, Device, invalid, local, sub, text
 from .openconfig import _child, _entries
-from .openroadm import INFO_STATE, OPENROADM_REVISION, openroadm_info
+from .openroadm import (HW_SCHEMA, HW_STATE, INFO_STATE, OPENROADM_REVISION, Pack, check_supporting, hardware_config,
+                        hardware_state, openroadm_info)
 from .pm import dec
 from .terminal import dec_check, enum_check, uint_check
 
@@ -57,13 +60,13 @@ class Roadm(Device):
     MODULES = (("org-openroadm-device", DEV, OPENROADM_REVISION), ("org-openroadm-interfaces", IFT, "2022-09-30"),
                ("org-openroadm-pm", PM, OPENROADM_REVISION), BENCH_MODULE)
     READ_ONLY = ("operational-state", "current-pm-list", "fiber", "optical-control-plane", "max-degrees",
-                 "max-wavelengths") + INFO_STATE
+                 "max-wavelengths") + INFO_STATE + HW_STATE
     MODEL = "DCILAB-ROADM-CDC"
     SCHEMA = {
         f"{{{DEV}}}degree": ("degree-number",),
         f"{{{PM}}}current-pm-entry": ("pm-resource-type", "pm-resource-type-extension", "pm-resource-instance"),
         f"{{{PM}}}current-pm": ("type", "extension", "location", "direction"),
-        f"{{{PM}}}measurement": ("granularity",),
+        f"{{{PM}}}measurement": ("granularity",), **HW_SCHEMA,
     }
 
     def __init__(self, cfg, line=None):
@@ -84,19 +87,24 @@ class Roadm(Device):
         self.my_paths = {d[1] for d in self.degrees}
         super().__init__(cfg, line)
 
+    def packs(self) -> list[Pack]:
+        """One line card per degree (slot n, line port L1)."""
+        return [(f"{n}/0", str(n), "LINE", ("L1",)) for n, *_ in self.degrees]
+
     def register(self) -> None:
         self.server.register_rpc(f"{{{BENCH_NS}}}pm-interact", self._rpc_pm_interact)
 
     def initial_config(self) -> str:
-        parts = [f"<info><node-id>{self.cfg.name}</node-id><node-type>rdm</node-type></info>"]
+        parts = [f"<info><node-id>{self.cfg.name}</node-id><node-type>rdm</node-type></info>", hardware_config(self.packs())]
         for n, _p, _nb, _km in self.degrees:
             parts.append(f"<degree><degree-number>{n}</degree-number></degree>")
         for n, _p, _nb, _km in self.degrees:
             parts.append(
                 f"<interface><name>OTS-DEG{n}-TTP-TXRX</name>"
                 f"<type xmlns:openROADM-if='{IFT}'>openROADM-if:opticalTransport</type>"
-                f"<administrative-state>inService</administrative-state></interface>"
-                f"<interface><name>OMS-DEG{n}-TTP-TXRX</name>"
+                f"<administrative-state>inService</administrative-state>"
+                f"<supporting-circuit-pack-name>{n}/0</supporting-circuit-pack-name><supporting-port>L1</supporting-port>"
+                f"</interface><interface><name>OMS-DEG{n}-TTP-TXRX</name>"
                 f"<type xmlns:openROADM-if='{IFT}'>openROADM-if:openROADMOpticalMultiplex</type>"
                 f"<administrative-state>inService</administrative-state>"
                 f"<supporting-interface-list>OTS-DEG{n}-TTP-TXRX</supporting-interface-list></interface>")
@@ -124,6 +132,7 @@ class Roadm(Device):
             adm = _child(i, "administrative-state")
             if adm is not None:
                 enum_check(text(adm), ("inService", "outOfService", "maintenance"), "administrative-state")
+        check_supporting(dev)
         for n, *_ in self.degrees:
             for kind in ("OTS", "OMS"):
                 if f"{kind}-DEG{n}-TTP-TXRX" not in names:
@@ -186,6 +195,7 @@ class Roadm(Device):
         dev = sub(data, "org-openroadm-device", ns=DEV)
         openroadm_info(dev, self.cfg.name, self.MODEL)
         sub(dev.find(f"{{{DEV}}}info"), "max-degrees", len(self.degrees))   # config false: state only
+        hardware_state(dev, self.packs(), self.cfg.name, self.MODEL)
         paths = {p["name"]: p for p in (st or {}).get("paths", [])}
         for n, pname, nb, km in self.degrees:
             d = sub(dev, "degree")

@@ -190,7 +190,7 @@ def test_snapshot_reads_every_device_from_the_device(bench: Bench, tmp_path: Pat
         VENDOR, "DCILAB-OTN-800G-OC", ver, serial_number("dc-a-otn"))
     assert oc["modules"]["openconfig-terminal-device"] == "2026-01-14"
     assert oc["modules"]["openconfig-platform"] == "2025-07-15"
-    assert oc["modules"]["dcilab-emulator-bench"] == ""
+    assert oc["modules"]["dcilab-emulator-bench"] == "2026-12-06"
     # OpenROADM terminal and ROADM: the info container
     assert (orm["vendor"], orm["model"], orm["software_version"], orm["serial"]) == (
         VENDOR, "DCILAB-XPDR-800G-OR", ver, serial_number("dc-b-otn"))

@@ -9,10 +9,10 @@ device sends on a protection switch or a fibre cut (``-t notif``), the hello's m
 and what the drivers send: their edit-config content (``-t edit``), RPCs (``-t rpc``) and the
 replies (``-t reply``).
 
-Left out: data in dcilab's own namespaces (``urn:dcilab:...``: the test bench's back door
-``pm-interact``, the ROADM's ``fiber`` and ``optical-control-plane``, the emulator's own
-notifications).  No published model describes them, so they are removed before validation; every
-node in an OpenROADM, OpenConfig or IETF namespace is validated."""
+Data in the emulator's own namespace (``urn:dcilab:emulator:bench``: the ROADM's ``fiber`` and
+``optical-control-plane``, the bench notifications) is validated too, against the module that
+describes it, ``emulator/yang/dcilab-emulator-bench.yang`` (no published model covers a test
+bench); every other node against the published OpenROADM, OpenConfig and IETF modules."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from tests.test_optical import APS, BENCH, LP, NC, TD, _pmi, connect, home, keys
 
 REPO = Path(__file__).resolve().parents[1]
 YANG_DIR = Path(os.environ.get("DCILAB_YANG_DIR") or REPO / "yang")
+BENCH_YANG = REPO / "emulator" / "yang"   # the emulator's own bench module (not a published model)
 YANGLINT = shutil.which("yanglint")
 NOTIF_NS = "urn:ietf:params:xml:ns:netconf:notification:1.0"
 PERSONALITIES = [("openconfig", "otn_terminal"), ("openroadm", "otn_terminal"), ("openroadm", "roadm")]
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.skipif(YANGLINT is None, reason="install libyang2-tools
 def modules() -> dict[str, tuple[str, Path, str]]:
     """{namespace: (module, file, newest revision)} of every module under the YANG folder."""
     out = {}
-    for f in sorted(YANG_DIR.rglob("*.yang")):
+    for f in [*sorted(YANG_DIR.rglob("*.yang")), *sorted(BENCH_YANG.glob("*.yang"))]:
         src = f.read_text(errors="replace")
         name = re.search(r"^\s*module\s+([\w.-]+)", src, re.M)
         ns = re.search(r'\bnamespace\s+"([^"]+)"', src)
@@ -55,23 +56,9 @@ def modules() -> dict[str, tuple[str, Path, str]]:
     return out
 
 
-def private(ns: str | None) -> bool:
-    """dcilab's own namespaces: no published model to validate against."""
-    return (ns or "").startswith("urn:dcilab:")
-
-
-def published(nodes) -> list[etree._Element]:  # type: ignore[no-untyped-def]
-    """Copies of ``nodes`` without the nodes in dcilab's own namespaces."""
-    out = []
-    for n in nodes:
-        if not isinstance(n.tag, str) or private(etree.QName(n).namespace):
-            continue
-        n = etree.fromstring(etree.tostring(n))
-        for el in list(n.iter()):
-            if isinstance(el.tag, str) and private(etree.QName(el).namespace):
-                el.getparent().remove(el)
-        out.append(n)
-    return out
+def elements(nodes) -> list[etree._Element]:  # type: ignore[no-untyped-def]
+    """Copies of the element nodes of ``nodes`` (no comments or text)."""
+    return [etree.fromstring(etree.tostring(n)) for n in nodes if isinstance(n.tag, str)]
 
 
 def yanglint_errors(kind: str, nodes, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
@@ -79,7 +66,7 @@ def yanglint_errors(kind: str, nodes, tmp_path: Path) -> str:  # type: ignore[no
     document, or '' when valid; the modules loaded are those of the nodes' namespaces."""
     nss = {etree.QName(e).namespace for n in nodes for e in n.iter() if isinstance(e.tag, str)}
     unknown = sorted(ns for ns in nss if ns not in modules())
-    assert not unknown, f"no published module for namespace(s) {unknown} in {YANG_DIR}"
+    assert not unknown, f"no module for namespace(s) {unknown} in {YANG_DIR} or {BENCH_YANG}"
     doc = tmp_path / f"{kind}-{time.monotonic_ns()}.xml"
     doc.write_bytes(b"".join(etree.tostring(n) for n in nodes))
     dirs = sorted({str(f.parent) for _m, f, _r in modules().values()})
@@ -91,7 +78,7 @@ def yanglint_errors(kind: str, nodes, tmp_path: Path) -> str:  # type: ignore[no
 
 
 def assert_valid(kind: str, nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    nodes = published(nodes)
+    nodes = elements(nodes)
     assert nodes, f"nothing in a published namespace to validate as {kind}"
     err = yanglint_errors(kind, nodes, tmp_path)
     body = b"".join(etree.tostring(n) for n in nodes).decode()
@@ -160,7 +147,7 @@ def test_hello_names_the_published_revisions(make, keys, personality, role):  # 
     seen = {}
     for c in caps:
         q = re.match(r"([^?]+)\?module=([^&]+)(?:&revision=([\d-]+))?", c)
-        if q and not private(q.group(1)):
+        if q:
             seen[q.group(2)] = q.group(3) or ""
     assert seen, caps
     assert {n: r for n, r in seen.items() if by_name.get(n) != r} == {}, \
@@ -184,11 +171,10 @@ def take_all(m, first_timeout: float = 3.0) -> list[etree._Element]:  # type: ig
 
 
 def assert_notifications_valid(payloads, tmp_path: Path) -> int:  # type: ignore[no-untyped-def]
-    """Validates each published notification; returns how many there were."""
-    pub = [p for p in payloads if not private(etree.QName(p).namespace)]
-    for p in pub:
+    """Validates each notification; returns how many there were outside the bench namespace."""
+    for p in payloads:
         assert_valid("notif", [p], tmp_path)
-    return len(pub)
+    return sum(1 for p in payloads if etree.QName(p).namespace != BENCH)
 
 
 def test_openroadm_switch_rpc_reply_and_notifications_validate(make, keys, tmp_path):  # noqa: F811
@@ -212,8 +198,8 @@ def test_openroadm_switch_rpc_reply_and_notifications_validate(make, keys, tmp_p
 
 
 def test_openconfig_and_roadm_notifications_validate(make, keys, tmp_path):  # noqa: F811
-    """Their switch, restoration and fibre events are the emulator's own (bench namespace);
-    anything else they send must validate."""
+    """Their switch, restoration and fibre events are the emulator's own (bench namespace, its own
+    module); they validate like anything else they send."""
     dev, line = make("openconfig")
     force = (f'<config xmlns="{NC}"><aps xmlns="{LP}"><aps-modules><aps-module><name>olp-1/3</name><config>'
              f'<force-to-port>SECONDARY</force-to-port></config></aps-module></aps-modules></aps></config>')

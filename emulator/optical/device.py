@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 BENCH_NS = "urn:dcilab:emulator:bench"
 """Our own namespace: the test bench's back door (pm-interact) and the emulator's notifications."""
-BENCH_MODULE = ("dcilab-emulator-bench", BENCH_NS, "")   # no YANG file exists: advertised without a revision
+BENCH_MODULE = ("dcilab-emulator-bench", BENCH_NS, "2026-12-06")   # emulator/yang/dcilab-emulator-bench.yang
 
 
 def E(tag: str, ns: str, text: Any = None, nsmap: dict | None = None, **kids) -> etree._Element:

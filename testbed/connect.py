@@ -13,6 +13,7 @@ from drivers.errors import AuthFailed, Unsupported
 from testbed.inventory import DeviceKind, Inventory
 from testbed.inventory.model import DEFAULT_DRIVER, Device, SecretRef
 
+
 class SecretUnavailable(AuthFailed):
     """A secret reference that cannot be resolved (unset variable, unreadable or empty file)."""
 

@@ -97,7 +97,7 @@ def test_an_unknown_driver_names_the_known_ones(tmp_path: Path) -> None:
         load_inventory(path)
     line = path.read_text().split("\n").index("    driver: ciena-waveserver") + 1
     text = str(info.value)
-    assert f"{path}:{line}: devices[" in text and "].driver: 'ciena-waveserver' is not a otn_terminal driver" in text
+    assert f"{path}:{line}: devices[" in text and "].driver: 'ciena-waveserver' is not an otn_terminal driver" in text
     assert "use one of: openconfig, openroadm" in text
 
 

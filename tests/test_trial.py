@@ -310,3 +310,19 @@ def test_a_case_too_noisy_to_judge_is_measured_again_and_gives_up_after_its_retr
     with pytest.raises(pytest.fail.Exception, match="too noisy to judge"):
         case.conclude(run, base, case.steady_metrics(run, base))
     assert [j[0] for j in s.runner.jobs].count("conv[pp-remote-8to1]") == 1 + t.profile("quick").noise.retries
+
+
+def test_the_watchdog_waits_longer_than_the_qp_retry_budget(tmp_path: Path) -> None:
+    """A QP error (retry_cnt x ACK timeout without progress: 30 s at NCCL's defaults) must end a job
+    before the watchdog calls it stalled (CI saw BER 1e-8 reported as 'stalled' at 30.1 s when the
+    bound was 30 s and the QP error came a few hundred ms later)."""
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+    from testbed.trial.transport import transport_in_force
+    inv, t = load_inventory(EMULATED), load_trial()
+    budget = transport_in_force(inv)["retry_budget_s"]
+    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=True)
+    assert s.spec("pp-remote", 10).min_stall_s == pytest.approx(budget + sess.STALL_MARGIN_S) and budget > 30
+    tcp = tmp_path / "tcp.yaml"
+    tcp.write_text(EMULATED.read_text().replace("model: roce-rc", "model: none").replace("../.venv", str(ROOT / ".venv")))
+    assert sess.min_stall_s(load_inventory(tcp)) == 30.0

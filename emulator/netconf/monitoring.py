@@ -30,7 +30,7 @@ DEFAULT_YANG_DIRS = (Path(__file__).resolve().parents[2] / "yang", Path(__file__
 _REVISION_RE = re.compile(r"^\s*revision\s+\"?(\d{4}-\d{2}-\d{2})\"?", re.MULTILINE)
 
 
-def _now() -> str:
+def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -88,7 +88,7 @@ class Counters:
 
 @dataclass
 class Statistics(Counters):
-    start_time: str = field(default_factory=_now)
+    start_time: str = field(default_factory=now)
     in_bad_hellos: int = 0
     in_sessions: int = 0
     dropped_sessions: int = 0

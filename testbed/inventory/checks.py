@@ -107,6 +107,10 @@ def _devices(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
         yield from _driver(i, d)
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
 def _driver(i: int, d: Device) -> Iterator[Finding]:
     known = registry.names(d.kind.value)
     if d.driver is None and d.kind not in DEFAULT_DRIVER:
@@ -114,8 +118,8 @@ def _driver(i: int, d: Device) -> Iterator[Finding]:
                f"add driver: {known[0]} (one of {', '.join(known)}), the one the device speaks")
     elif d.driver is not None and d.driver not in known:
         other = [k for k in registry.KINDS if d.driver in registry.names(k)]
-        why = f" but a{'n' if other[0][0] in 'aeiou' else ''} {other[0]} driver" if other else ""
-        yield (("devices", i, "driver"), f"{d.driver!r} is not a {d.kind.value} driver{why}",
+        why = f" but {_a(other[0])} driver" if other else ""
+        yield (("devices", i, "driver"), f"{d.driver!r} is not {_a(d.kind.value)} driver{why}",
                f"use one of: {', '.join(known)}")
 
 

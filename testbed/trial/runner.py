@@ -57,6 +57,7 @@ class JobSpec:
     extra: tuple[str, ...] = ()
     pg_timeout_s: float = 120.0
     startup_timeout_s: float = 180.0
+    min_stall_s: float = 30.0           # the watchdog's least "no iteration for" bound (above any QP retry budget)
 
     @property
     def layout(self) -> str:
@@ -226,7 +227,8 @@ class CaseRunner:
                 job = TrainingJob(self.inv, list(spec.nodes), spec.workload_args(), job_id, case=case,
                                   scenario=scenario, report_dir=case_dir,
                                   metrics=self.writer, pg_timeout_s=spec.pg_timeout_s,
-                                  startup_timeout_s=spec.startup_timeout_s, rdzv_port=self._rdzv_port())
+                                  startup_timeout_s=spec.startup_timeout_s, min_stall_s=spec.min_stall_s,
+                                  rdzv_port=self._rdzv_port())
                 job.tags["run_id"] = self.run_id          # one run id per trial run in the store
                 job.on_event = self._on_event(case, spec)
                 self.progress(f"{case}: starting {spec.layout} {spec.placement} x {spec.steps} iterations on "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import DriverError
+from emulator.line import roce
 from testbed.faults import (
     BandwidthDrop,
     BitErrors,
@@ -44,6 +45,23 @@ logger = logging.getLogger("dcilab.trial")
 
 class TestbedNotReady(RuntimeError):
     __test__ = False
+
+
+STALL_MARGIN_S = 15.0
+"""How much longer than the transport's QP retry budget a job may go without an iteration before
+the watchdog calls it stalled: a QP error (BER 1e-8, a long outage) must end the job first, as
+NCCL would, and be reported as what it is, not as a stall."""
+
+
+def min_stall_s(inv: Inventory) -> float:
+    """The watchdog's least stall bound for jobs on ``inv``: above the QP retry budget of the
+    emulated line's transport model, or of NCCL's defaults on real gear (NCCL_IB_TIMEOUT 20,
+    NCCL_IB_RETRY_CNT 7: 30 s); 30 s over plain TCP."""
+    t = transport_in_force(inv)
+    if t["model"] == "none":
+        return 30.0
+    budget = t.get("retry_budget_s") or roce.retry_budget_s(roce.ack_timeout_s(20), 7)
+    return max(30.0, float(budget) + STALL_MARGIN_S)
 
 
 BASELINE_TRIES = 3
@@ -206,7 +224,8 @@ class TrialSession:
         nodes = tuple(p.nodes) if p.nodes else default_nodes(self.inv)
         return JobSpec(model=p.model, tp=p.layout.tp, pp=p.layout.pp, dp=p.layout.dp, placement=placement,
                        steps=steps, warmup=p.warmup, nodes=nodes, extra=tuple(p.workload_args),
-                       pg_timeout_s=p.pg_timeout_s, startup_timeout_s=p.startup_timeout_s)
+                       pg_timeout_s=p.pg_timeout_s, startup_timeout_s=p.startup_timeout_s,
+                       min_stall_s=min_stall_s(self.inv))
 
     def baseline(self, placement: str) -> Baseline:
         """Measured once per run per model/layout/placement: the job over the unimpaired testbed.

@@ -11,7 +11,7 @@ from typing import Any
 from drivers import SshTarget, registry
 from drivers.errors import AuthFailed, Unsupported
 from testbed.inventory import DeviceKind, Inventory
-from testbed.inventory.model import DEFAULT_DRIVER, Device, SecretRef
+from testbed.inventory.model import Device, SecretRef
 
 
 class SecretUnavailable(AuthFailed):
@@ -60,7 +60,7 @@ def target_for(inv: Inventory, dev: Device, timeout_s: float = 10.0) -> SshTarge
 
 def driver_name(dev: Device) -> str:
     """The device's ``driver:`` or its kind's default (the inventory check made sure of one)."""
-    name = dev.driver or DEFAULT_DRIVER.get(dev.kind)
+    name = dev.driver_name
     if name is None:
         raise Unsupported(f"{dev.kind.value} without a driver", "none", registry.names(dev.kind.value), dev.name)
     return name
@@ -80,33 +80,36 @@ def _driver(dev: Device) -> Any:
         raise Unsupported(exc.what, exc.requested, exc.supported, dev.name) from None
 
 
-def connect_otn(inv: Inventory, name: str, rpc_timeout_s: float = 30.0, confirm_timeout_s: int = 30):  # type: ignore[no-untyped-def]
+def connect_otn(inv: Inventory, name: str, rpc_timeout_s: float = 30.0, confirm_timeout_s: int = 30,  # type: ignore[no-untyped-def]
+                timeout_s: float = 10.0):
     dev = _device(inv, name, DeviceKind.OTN_TERMINAL)
-    return _driver(dev)(target_for(inv, dev), rpc_timeout_s=rpc_timeout_s, confirm_timeout_s=confirm_timeout_s)
+    return _driver(dev)(target_for(inv, dev, timeout_s), rpc_timeout_s=rpc_timeout_s,
+                        confirm_timeout_s=confirm_timeout_s)
 
 
-def connect_roadm(inv: Inventory, name: str, **kw: Any):  # type: ignore[no-untyped-def]
+def connect_roadm(inv: Inventory, name: str, timeout_s: float = 10.0, **kw: Any):  # type: ignore[no-untyped-def]
     dev = _device(inv, name, DeviceKind.ROADM)
-    return _driver(dev)(target_for(inv, dev), **kw)
+    return _driver(dev)(target_for(inv, dev, timeout_s), **kw)
 
 
-def connect_gateway(inv: Inventory, name: str, wan_port: str | None = None):  # type: ignore[no-untyped-def]
+def connect_gateway(inv: Inventory, name: str, wan_port: str | None = None, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
     """``wan_port``: this call's port; default the device's ``wan_port:``, then the dialect's."""
     from drivers.gateway import Gateway
     dev = _device(inv, name, DeviceKind.GATEWAY)
-    return Gateway(target_for(inv, dev), _driver(dev), wan_port=wan_port or dev.wan_port)
+    return Gateway(target_for(inv, dev, timeout_s), _driver(dev), wan_port=wan_port or dev.wan_port)
 
 
-def connect_gpu_node(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
+def connect_gpu_node(inv: Inventory, name: str, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
     dev = _device(inv, name, DeviceKind.GPU_NODE)
-    return _driver(dev)(target_for(inv, dev))
+    return _driver(dev)(target_for(inv, dev, timeout_s))
 
 
-def connect(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
-    """The connected driver of any device, by its kind."""
+def connect(inv: Inventory, name: str, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
+    """The connected driver of any device, by its kind (``timeout_s``: to connect and log in)."""
     kind = inv.device(name).kind
     return {DeviceKind.OTN_TERMINAL: connect_otn, DeviceKind.ROADM: connect_roadm,
-            DeviceKind.GATEWAY: connect_gateway, DeviceKind.GPU_NODE: connect_gpu_node}[kind](inv, name)
+            DeviceKind.GATEWAY: connect_gateway, DeviceKind.GPU_NODE: connect_gpu_node}[kind](
+        inv, name, timeout_s=timeout_s)
 
 
 def wan_shaping_kbps(inv: Inventory, site: str, ratio: float) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 from drivers import registry
 from drivers.errors import DeviceUnreachable, DriverError, Timeout
 from testbed import yang
-from testbed.connect import driver_name, target_for
+from testbed.connect import connect, driver_name, target_for
 from testbed.inventory import DeviceKind, Inventory
 
 # what the trial reads from each kind of device, in the drivers' words (all read-only)
@@ -75,8 +75,9 @@ def _short(value: Any, n: int = 120) -> str:
     return s if len(s) <= n else s[:n - 3] + "..."
 
 
-def _module_of(cls: Any) -> tuple[str, ...]:
-    return tuple(getattr(cls, "MODULES", ()))
+def _modules_needed(kind: str) -> dict[str, set[str]]:
+    """Registered driver -> the YANG modules it reads (its ``MODULES``)."""
+    return {n: set(getattr(registry.load(kind, n), "MODULES", ())) for n in registry.names(kind)}
 
 
 def _fetch_schemas(nc: Any, report: DeviceReport, folder: Path) -> list[Path]:
@@ -151,15 +152,10 @@ def check_device(inv: Inventory, name: str, timeout_s: float = 30.0) -> DeviceRe
 
 
 def _check_other(inv: Inventory, dev: Any, report: DeviceReport, timeout_s: float) -> None:
-    cls = registry.load(dev.kind.value, report.driver)
     report.drivers_that_fit = [report.driver]
-    target = target_for(inv, dev, timeout_s)
+    drv = connect(inv, dev.name, timeout_s=timeout_s)
     if dev.kind == DeviceKind.GATEWAY:
-        from drivers.gateway import Gateway
-        drv = Gateway(target, cls, wan_port=dev.wan_port)
         report.notes.append(f"WAN port {drv.wan_port}")
-    else:
-        drv = cls(target)
     report.reachable = True
     # a GPU node's facts come from the interpreter its jobs run with (torch, NCCL/gloo)
     kwargs = {"facts": {"python": inv.node_python(dev)}} if dev.kind == DeviceKind.GPU_NODE else None
@@ -177,17 +173,15 @@ def _check_netconf(inv: Inventory, dev: Any, report: DeviceReport, timeout_s: fl
             report.reachable = True
             report.modules = nc.modules()
             files = _fetch_schemas(nc, report, folder)
-        have = set(report.modules)
-        report.drivers_that_fit = [n for n in registry.names(kind)
-                                   if _module_of(registry.load(kind, n)) and set(_module_of(registry.load(kind, n))) <= have]
-        report.missing = [m for m in _module_of(registry.load(kind, report.driver)) if m not in have]
+        have, needed = set(report.modules), _modules_needed(kind)
+        report.drivers_that_fit = [n for n, mods in needed.items() if mods and mods <= have]
+        report.missing = sorted(needed.get(report.driver, set()) - have)
         if report.missing:
             report.notes.append("the driver's reads are not tried: it would refuse the device")
             return
         validate = _validator(report, files, folder)
         seen: list[tuple[str, Any]] = []
-        drv = registry.load(kind, report.driver)(target_for(inv, dev, timeout_s))
-        with drv:
+        with connect(inv, dev.name, timeout_s=timeout_s) as drv:
             _record(drv.nc, seen)
             _run_reads(drv, dev.kind, report, validate, seen)
 

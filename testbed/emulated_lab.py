@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 
 from emulator.lab.plan import FabricPlan, LabPlan, LinePathPlan, LinePlan, NodePlan, StorePlan
 from testbed.inventory import Inventory
-from testbed.inventory.model import DEFAULT_DRIVER
 from testbed.trial.runner import RDZV_PORT_BASE, RDZV_PORTS
 
 
@@ -29,7 +28,7 @@ def lab_plan(inv: Inventory) -> LabPlan:
     mgmt_prefix = plan.management.prefixlen
     nodes = []
     for index, d in enumerate(inv.devices):
-        personality = d.driver or DEFAULT_DRIVER.get(d.kind, "")  # the emulator runs gear the driver speaks to
+        personality = d.driver_name or ""   # the emulator runs gear that speaks the device's driver
         data = None
         if d.data_address is not None and d.site in plan.fabrics:
             data = f"{d.data_address}/{plan.fabrics[d.site].prefixlen}"

@@ -426,11 +426,16 @@ def test_or_rate_edit_and_confirmed_rollback(make, keys):
         assert line.rate_bps == HALF
 
 
+def sncp_switch(command: str = "Force-Switch") -> str:
+    """The OpenROADM ODU-SNCP switch RPC on the emulated terminal's protection group."""
+    return (f'<odu-sncp-protection-switch xmlns="{APS}"><protection-group>ODU-SNCP-PG-1</protection-group>'
+            f'<pg-interface>XPDR1-NETWORK2-ODUCn</pg-interface><switch-command>{command}</switch-command>'
+            f'</odu-sncp-protection-switch>')
+
+
 def test_or_sncp_switch_rpc_and_notification(make, keys):
     dev, line = make("openroadm")
-    rpc = (f'<odu-sncp-protection-switch xmlns="{APS}"><protection-group>ODU-SNCP-PG-1</protection-group>'
-           f'<pg-interface>XPDR1-NETWORK2-ODUCn</pg-interface><switch-command>Force-Switch</switch-command>'
-           f'</odu-sncp-protection-switch>')
+    rpc = sncp_switch()
     with connect(dev, keys) as m:
         m.create_subscription()
         reply = m.dispatch(etree.fromstring(rpc))

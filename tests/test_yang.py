@@ -20,7 +20,6 @@ import functools
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from lxml import etree
 
 from drivers import SshTarget, sha256_fingerprint
 from drivers.otn import connect_otn
-from tests.test_optical import APS, BENCH, LP, NC, TD, _pmi, connect, home, keys, make  # noqa: F401
+from testbed.yang import validate
+from tests.test_optical import APS, BENCH, LP, NC, TD, _pmi, connect, home, keys, make, sncp_switch  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 YANG_DIR = Path(os.environ.get("DCILAB_YANG_DIR") or REPO / "yang")
@@ -67,14 +67,9 @@ def yanglint_errors(kind: str, nodes, tmp_path: Path) -> str:  # type: ignore[no
     nss = {etree.QName(e).namespace for n in nodes for e in n.iter() if isinstance(e.tag, str)}
     unknown = sorted(ns for ns in nss if ns not in modules())
     assert not unknown, f"no module for namespace(s) {unknown} in {YANG_DIR} or {BENCH_YANG}"
-    doc = tmp_path / f"{kind}-{time.monotonic_ns()}.xml"
-    doc.write_bytes(b"".join(etree.tostring(n) for n in nodes))
-    dirs = sorted({str(f.parent) for _m, f, _r in modules().values()})
-    cmd = [YANGLINT, "-i", "-i", *[a for d in dirs for a in ("-p", d)], "-f", "xml", "-t", kind,
-           *sorted({str(modules()[ns][1]) for ns in nss}), str(doc)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("libyang err") or "[E]" in ln]
-    return "\n".join(errors) or (f"yanglint exit {r.returncode}: {r.stderr.strip()}" if r.returncode else "")
+    dirs = sorted({f.parent for _m, f, _r in modules().values()})
+    return validate(b"".join(etree.tostring(n) for n in nodes), sorted({modules()[ns][1] for ns in nss}), dirs,
+                    kind=kind) or ""
 
 
 def assert_valid(kind: str, nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -179,13 +174,11 @@ def assert_notifications_valid(payloads, tmp_path: Path) -> int:  # type: ignore
 
 def test_openroadm_switch_rpc_reply_and_notifications_validate(make, keys, tmp_path):  # noqa: F811
     dev, _ = make("openroadm")
-    rpc = (f'<odu-sncp-protection-switch xmlns="{APS}"><protection-group>ODU-SNCP-PG-1</protection-group>'
-           f'<pg-interface>XPDR1-NETWORK2-ODUCn</pg-interface><switch-command>Force-Switch</switch-command>'
-           f'</odu-sncp-protection-switch>')
+    rpc = sncp_switch()
     with connect(dev, keys) as m:
         m.create_subscription()
         payloads = []
-        for req in (rpc, rpc.replace("Force-Switch", "Release")):
+        for req in (rpc, sncp_switch("Release")):
             assert_valid("rpc", [etree.fromstring(req)], tmp_path)
             reply = etree.fromstring(m.dispatch(etree.fromstring(req)).xml.encode())
             out = etree.Element(f"{{{APS}}}odu-sncp-protection-switch", nsmap={None: APS})

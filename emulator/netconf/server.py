@@ -25,7 +25,7 @@ import paramiko
 from lxml import etree
 
 from . import monitoring
-from .datastore import Datastore
+from .datastore import Datastore, new_data, subtree_filter
 from .errors import NC_NS, RpcError, RpcErrors, qn
 from .framing import BASE_10, BASE_11, Framer, FramingError, build_hello, parse_hello
 
@@ -484,8 +484,6 @@ class NetconfServer:
         Returns the number of sessions it went to."""
         import copy
 
-        from .datastore import new_data, subtree_filter
-
         t = (event_time or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
         n = 0
         for s in self.sessions.values():
@@ -572,8 +570,6 @@ class NetconfServer:
         return name
 
     def _rpc_get(self, session, op):
-        from .datastore import new_data, subtree_filter
-
         p = self._params(op, {"filter": False, "with-defaults": False})
         flt = p.get("filter")
         data = self.datastore.get(flt)

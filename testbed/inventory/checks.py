@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 
 from testbed.inventory.model import (
     BENCHMARK_NET,
-    DEFAULT_DRIVER,
     EMULATED_DRIVERS,
     PROTOCOL_OF_KIND,
     Device,
@@ -113,7 +112,7 @@ def _a(word: str) -> str:
 
 def _driver(i: int, d: Device) -> Iterator[Finding]:
     known = registry.names(d.kind.value)
-    if d.driver is None and d.kind not in DEFAULT_DRIVER:
+    if d.driver_name is None:
         yield (("devices", i), f"{d.kind.value} {d.name!r} has no driver",
                f"add driver: {known[0]} (one of {', '.join(known)}), the one the device speaks")
     elif d.driver is not None and d.driver not in known:

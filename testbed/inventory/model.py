@@ -152,6 +152,11 @@ class Device(Strict):
         False, description="testbed/faults may send fault actions to this device (default: never)")
 
     @property
+    def driver_name(self) -> str | None:
+        """``driver:``, or its kind's default (DEFAULT_DRIVER); None when it has neither."""
+        return self.driver or DEFAULT_DRIVER.get(self.kind)
+
+    @property
     def protocol(self) -> str:
         return self.mgmt.protocol or PROTOCOL_OF_KIND[self.kind][0]
 

@@ -3,7 +3,8 @@
 Test plan
 - Set up: the unshaped WAN (4:1); ``pp-remote`` and ``dp-remote``.
 - Inject: both OTN terminals to 400G (Flex-O step, edit + confirmed commit, read back) when the
-  first iteration after warm-up and the steady window starts; it stays until the job ends.
+  iteration after the steady window starts; it stays ``after`` iterations, then the line goes back
+  to 800G (on a job of its own, ``jobs: per-case``: until the job ends).
 - Measure: iteration times before, at and after the drop; the affected iterations (slower than
   the steady window's noise band), the worst one's efficiency (steady median / its time), the
   mean efficiency after the drop, recovery time.

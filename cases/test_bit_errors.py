@@ -3,7 +3,7 @@
 Test plan
 - Set up: ``pp-remote`` at 4:1 (the physical ratio, no shaping), as in the trial.
 - Inject: bit errors at the given BER on the working fiber path (at its first ROADM) when the
-  first iteration after warm-up and the steady window starts, held for ``hold`` iterations,
+  iteration after the steady window starts, held for ``hold`` iterations,
   then cleared; ``after`` iterations more are observed.
 - Measure: mean efficiency while the errors are on (steady median / mean iteration time), the
   affected iterations, the worst iteration, and the outcome (completed or interrupted, with the

@@ -6,8 +6,9 @@ Test plan
   ports, no shaping), 8:1 or 16:1, for the whole run; ``pp-remote`` (pipeline stages split
   between the sites) and ``dp-remote`` (data-parallel replicas split).
 - Inject: nothing beyond the shaping.
-- Measure: the median of the steady window (after warm-up) against the cached baseline (the same
-  job over the unimpaired testbed): equivalent compute = baseline / iteration time.
+- Measure: the median of the window under the shaping against the unshaped windows right before
+  and after it in the same job (``jobs: per-case``: a cached baseline job over the unimpaired
+  testbed): equivalent compute = unshaped / shaped iteration time.
 - Reference: PP-remote keeps >= 95 % of single-site performance at 16:1 (TP:PP:DP 4:4:2,
   10B-class model); Fig. 6 plots the other settings for LLaMA 7B/13B without numbers in the text.
 """

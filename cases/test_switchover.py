@@ -3,10 +3,12 @@ traffic to the protection path within the 50 ms class.
 
 Test plan
 - Set up: ``pp-remote`` at 8:1 (gateway shaping), as in the trial; the service probe streams
-  from a GPU node of one site to one of the other from one iteration before the cut.
-- Inject: loss of signal on the working path's first ROADM degree when the first iteration after
-  warm-up and the steady window starts; the fault verifies that traffic is on the protection
-  path, and stays until the job ends (repair and revert come after the job).
+  from a GPU node of one site to one of the other through the steady window and the cut (and a
+  second stream through the after window, so that every window carries the probe's load).
+- Inject: loss of signal on the working path's first ROADM degree when the iteration after the
+  steady window starts; the fault verifies that traffic is on the protection
+  path, and stays ``after`` iterations; the repair and revert (another switch, whose hit is set
+  aside) come before the after window (on a job of its own: after the job).
 - Measure: service disruption time from the probe (gap and loss methods), the new path, the
   affected iterations and the worst iteration's efficiency.
 - Reference: < 50 ms switch; only one iteration affected, its efficiency about 56 % lower.

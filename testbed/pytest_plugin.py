@@ -168,7 +168,32 @@ def _case_timeout_s(config: pytest.Config) -> float:
     return 2 * p.startup_timeout_s + steps * 60.0 + 600.0
 
 
+def _share_order(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With shared jobs, the cases of one placement run one after the other (one job hosts them),
+    placements in the order they first appear, and within a placement a case the trial saw end
+    training (bit errors at 1e-8 and above) runs last, so the job it ends has hosted the others.
+    Only the trial's cases move; every other test keeps its place."""
+    try:
+        if _trial_spec(config).profile(config.getoption("--profile")).jobs != "shared":
+            return
+    except Exception:  # noqa: BLE001 - reported by the trial fixture
+        return
+    slots = [i for i, it in enumerate(items) if it.get_closest_marker("scenario") is not None]
+    cases = [items[i] for i in slots]
+    order: dict[str, int] = {}
+
+    def key(it: pytest.Item) -> tuple[int, int]:
+        cs = getattr(it, "callspec", None)
+        p = cs.params.get("params", {}) if cs is not None else {}
+        placement = str(p.get("placement", ""))
+        ends_job = float(p.get("ber") or 0.0) >= 1e-8
+        return order.setdefault(placement, len(order)), int(ends_job)
+    for it, i in zip(sorted(cases, key=key), slots, strict=True):
+        items[i] = it
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _share_order(config, items)
     reason = lab_unavailable_reason()
     inv = None
     for item in items:
@@ -307,6 +332,10 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
         yield s
     finally:
         try:
+            with contextlib.suppress(Exception):     # a shared job still training: its cases are done
+                s.close_jobs()
+            if s.job_plan:
+                s.report.set(job_plan=s.job_plan)
             if not dry:
                 off = s.off_baseline()
                 if off:
@@ -395,5 +424,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if s is None:
         return
     terminalreporter.write_sep("-", "dcilab trial")
+    for i, j in enumerate(s.job_plan, 1):
+        terminalreporter.write_line(f"job {i} ({j['placement']}): {len(j['cases'])} case(s), about {j['iterations']} "
+                                    f"iterations, about {j['duration_s']} s: {', '.join(j['cases'])}")
+    if s.job_plan:
+        total = sum(j["duration_s"] for j in s.job_plan)
+        terminalreporter.write_line(f"planned: {len(s.job_plan)} job(s), about {total // 60:.0f} min {total % 60:.0f} s "
+                                    f"of training (profile {s.profile.name}: {s.profile.jobs} jobs, "
+                                    f"{s.profile.iteration_s:g} s per iteration, {s.profile.job_start_s:g} s per job start)")
     terminalreporter.write_line(f"report: {s.report.dir} (summary.json, junit.xml, iterations.jsonl, faults.jsonl, "
                                 f"testbed.json)")

@@ -307,6 +307,28 @@ def test_a_run_that_completes_is_completed_although_torchruns_log_rendezvous_err
     assert out.ok and out.exit_codes == dict.fromkeys(NODES, 0), out
 
 
+def test_a_job_the_controller_ends_is_completed_not_interrupted_by_its_own_stop(inv, tmp_path):
+    """A shared job ends when its cases are done: the ranks exit non-zero because they are
+    stopped, which must not turn into an interruption; a job that had already failed keeps its
+    outcome."""
+    job, say = _watched(inv, tmp_path, settle_s=0.2)
+    out = job.end("its cases are done")
+    for n in NODES:                                   # what stopping looks like from the nodes
+        say[n](RESET)
+        say[n]("DCILAB-EXIT 143")
+        job.jobs[n].exited = True
+        job.jobs[n].eof.set()
+    time.sleep(0.5)
+    assert (out.status, out.cause) == ("completed", "ended") and "its cases are done" in out.detail
+    assert job.outcome is out and job.wait(1) is out
+
+    failed, say = _watched(inv, tmp_path, settle_s=30)
+    for n in NODES:
+        say[n](TIMEOUT)
+    first = failed.wait(5)
+    assert failed.end("the run is over") is first and (first.status, first.cause) == (INTERRUPTED, PG_TIMEOUT)
+
+
 def test_a_real_nodes_job_folder_is_private_and_unguessable(tmp_path):
     """On real nodes the job unpacks and runs code from its folder: a fixed /tmp path could be
     created first by another user of the node.  Each job gets a fresh name and an exclusive

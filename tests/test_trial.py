@@ -175,6 +175,45 @@ def test_dry_run_plans_every_case_of_the_quick_profile_and_writes_the_summary(tm
     assert f"report in {tmp_path / 'rep'}" in r.stdout
 
 
+def test_the_dry_run_prints_the_job_plan_one_shared_job_per_placement(tmp_path: Path) -> None:
+    """Issue 17: cases of one placement share a job, placements in the order they first appear,
+    BER 1e-8 (the trial saw it end training) last in its job; ``jobs: per-case`` plans a job each."""
+    r = dcilab("trial", "--inventory", str(EMULATED), "--profile", "quick", "--dry-run", "--report-dir",
+               str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    pp, dp = s["job_plan"]
+    assert pp["placement"] == "pp-remote" and dp["placement"] == "dp-remote"
+    assert len(pp["cases"]) == 9 and len(dp["cases"]) == 4 and pp["cases"][-1].endswith("ber1e-8]")
+    assert [c["name"] for c in s["cases"]] == pp["cases"] + dp["cases"]          # the order they run in
+    q = load_trial().profile("quick")
+    assert pp["duration_s"] == round(q.job_start_s + pp["iterations"] * q.iteration_s)
+    assert "job 1 (pp-remote): 9 case(s)" in r.stdout and "planned: 2 job(s)" in r.stdout
+    assert "of shared job 1 (pp-remote)" in r.stdout
+
+    data = json.loads(json.dumps(__import__("yaml").safe_load(DEFAULT_FILE.read_text())))
+    data["profiles"]["quick-per-case"] = {"extends": "quick", "jobs": "per-case"}
+    f = tmp_path / "profiles.yaml"
+    f.write_text(__import__("yaml").safe_dump(data, sort_keys=False))
+    r = dcilab("trial", "--inventory", str(EMULATED), "--profile", "quick-per-case", "--profiles-file", str(f),
+               "--dry-run", "--report-dir", str(tmp_path / "rep2"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    plan = json.loads((tmp_path / "rep2" / "summary.json").read_text())["job_plan"]
+    assert len(plan) == 13 and all(len(j["cases"]) == 1 for j in plan)
+
+
+def test_a_shared_jobs_fault_is_judged_against_the_windows_before_and_after_it() -> None:
+    """The band comes from the unimpaired windows around the fault when they are given (a shared
+    job): a slow machine before the fault and a fast one after do not both count as the fault."""
+    pts = series([3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.5, 1.0, 1.0])
+    before, after = [1.0, 1.0, 1.0, 1.0], [1.01, 0.99, 1.0, 1.0]
+    imp = analysis.impact(pts, 6, undo_step=7, reference=before + after)
+    assert imp.affected_steps == [6] and imp.pre_fault_s == pytest.approx(1.0)
+    assert imp.worst_efficiency == pytest.approx(0.4) and imp.window_steps == [6, 7]
+    drifted = analysis.impact(pts, 6, undo_step=7, reference=[1.2, 1.2, 1.2, 1.2] + after)
+    assert drifted.pre_fault_s == pytest.approx(1.105) and drifted.band.cv > imp.band.cv
+
+
 def test_k_selects_one_scenario_and_a_bad_profile_is_a_clear_error(tmp_path: Path) -> None:
     r = dcilab("trial", "--dry-run", "-k", "switchover", "--report-dir", str(tmp_path / "one"))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -200,6 +239,11 @@ def test_a_testbed_without_restoration_path_skips_the_reroute_with_that_reason(t
 # ------------------------------------------------------------------------------------ baselines
 
 
+def per_case(t: Any) -> Any:
+    """The quick profile with a job per case, judged against a cached baseline job (``jobs: per-case``)."""
+    return t.profile("quick").model_copy(update={"jobs": "per-case"})
+
+
 class ScriptedRunner:
     """Stands in for the job runner (no lab): returns the series it is given, counts the jobs."""
 
@@ -219,7 +263,7 @@ def test_the_baseline_is_cached_per_placement_refreshed_when_old_and_refused_whe
     from testbed.inventory import load_inventory
     from testbed.trial import session as sess
     inv, t = load_inventory(EMULATED), load_trial()
-    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=True)
+    s = sess.TrialSession(inv, t, per_case(t), "r1", tmp_path, dry_run=True)
     s.off_baseline = lambda: []                                       # type: ignore[method-assign]
     s.runner = ScriptedRunner([3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.01])  # type: ignore[assignment]
     planned = s.baseline("pp-remote")                                 # a dry run plans, runs nothing
@@ -249,7 +293,7 @@ def test_a_baseline_refused_as_too_noisy_is_measured_again_before_the_cases_give
     from testbed.inventory import load_inventory
     from testbed.trial import session as sess
     inv, t = load_inventory(EMULATED), load_trial()
-    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=False)
+    s = sess.TrialSession(inv, t, per_case(t), "r1", tmp_path, dry_run=False)
     s.off_baseline = lambda: []                                       # type: ignore[method-assign]
 
     class Busy(ScriptedRunner):                                       # the machine was busy for the first job
@@ -280,7 +324,7 @@ def test_a_case_too_noisy_to_judge_is_measured_again_and_gives_up_after_its_retr
     from testbed.inventory import load_inventory
     from testbed.trial import session as sess
     inv, t = load_inventory(EMULATED), load_trial()
-    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=False)
+    s = sess.TrialSession(inv, t, per_case(t), "r1", tmp_path, dry_run=False)
     s.off_baseline = lambda: []                                       # type: ignore[method-assign]
     steady, noisy = [3.0, 2.0, 1.0, 1.02, 0.98, 1.0, 1.01], [3.0, 2.0, 1.0, 1.5, 0.7, 1.3, 0.8]
 
@@ -321,7 +365,7 @@ def test_the_watchdog_waits_longer_than_the_qp_retry_budget(tmp_path: Path) -> N
     from testbed.trial.transport import transport_in_force
     inv, t = load_inventory(EMULATED), load_trial()
     budget = transport_in_force(inv)["retry_budget_s"]
-    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=True)
+    s = sess.TrialSession(inv, t, per_case(t), "r1", tmp_path, dry_run=True)
     assert s.spec("pp-remote", 10).min_stall_s == pytest.approx(budget + sess.STALL_MARGIN_S) and budget > 30
     tcp = tmp_path / "tcp.yaml"
     tcp.write_text(EMULATED.read_text().replace("model: roce-rc", "model: none").replace("../.venv", str(ROOT / ".venv")))

@@ -1,12 +1,14 @@
-"""`dcilab trial` on the emulated lab: one case end to end leaves a complete report (series one to
-one with the plan, the fault window at the chosen iteration, metrics, criteria beside the trial's
-numbers, the faults journal, device versions read from the devices) and the lab at its baseline;
+"""`dcilab trial` on the emulated lab: one case end to end leaves a complete report (its windows of
+the shared job, the fault window right after the before window, metrics, criteria beside the
+trial's numbers, the faults journal, device versions read from the devices) and the lab at its baseline;
 Ctrl-C in the middle of a fault undoes it and still writes the summary, marked interrupted."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -36,38 +38,53 @@ def at_baseline(inventory) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab, inventory, tmp_path):
+    """One case on a shared job: its windows (before, the fault held, after) are whole iterations of
+    the job, the fault applied when the iteration after the before window starts and undone after
+    ``hold``; the verdict's band comes from the windows before and after it in the same job."""
     rep = tmp_path / "rep"
     r = subprocess.run(trial_cmd(inventory, rep, "bit_errors and 1e-9"), cwd=ROOT, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]     # 1: a criterion failed (reported)
-    assert "[trial] test_bit_errors[pp-remote-4to1-ber1e-9]: iteration 7/12" in r.stdout   # live progress
+    assert re.search(r"\[trial\] test_bit_errors\[pp-remote-4to1-ber1e-9\]: iteration \d+ [\d.]+ s \(fault\), "
+                     r"fault: BitErrors working@1e-09", r.stdout), r.stdout[-3000:]   # live progress
+    assert re.search(r"shared job \S+-shared-pp-remote: completed after \d+ iterations, 1 case\(s\)", r.stdout)
     s = json.loads((rep / "summary.json").read_text())
     assert s["status"] == "completed" and s["testbed"]["emulated"] is True
     assert s["testbed"]["transport"]["model"] == "roce-rc" and s["testbed"]["transport"]["modelled"] is True
     (case,) = s["cases"]
     q = load_trial().profile("quick")
-    fault_at, steps = q.warmup + q.steady, q.warmup + q.steady + q.hold + q.after
-    assert case["status"] == "completed" and [p["step"] for p in case["series"]] == list(range(steps))
-    assert [p["warmup"] for p in case["series"]] == [i < q.warmup for i in range(steps)]
+    assert case["status"] == "completed" and case["job_id"].endswith("-shared-pp-remote")
+    pair = case["paired"]
+    before, after = pair["before_steps"], pair["after_steps"]
+    assert len(before) == len(after) == q.steady and before == list(range(before[0], before[0] + q.steady))
+    assert before[0] >= q.warmup and not any(p["warmup"] for p in case["series"])
     (fault,) = case["faults"]
-    assert fault["kind"] == "BitErrors" and fault["applied_step"] == fault_at
-    assert fault["undone_step"] == fault_at + q.hold and fault["details"]["ber_read_back"] == pytest.approx(1e-9)
+    held = list(range(fault["applied_step"], fault["undone_step"]))
+    assert fault["kind"] == "BitErrors" and fault["applied_step"] > before[-1] and len(held) == q.hold
+    assert after[0] > fault["undone_step"] and after == list(range(after[0], after[0] + q.steady))
+    assert [p["step"] for p in case["series"]] == before + held + after        # whole iterations, in order
+    assert set(pair["set_aside_steps"]) == set(range(before[0], after[-1] + 1)) - set(before + held + after)
+    assert fault["details"]["ber_read_back"] == pytest.approx(1e-9)
     assert fault["applied_ns"] < fault["verified_ns"] < fault["undone_ns"]
     m = case["metrics"]
-    assert m["fault_step"] == fault_at and m["window_steps"][0] == fault_at
-    if m["baseline_s"] is None:          # a busy machine: the case must say so, not judge on noise
-        assert case["verdict"] == "fail" and any("too noisy" in x for x in case["problems"]), case["problems"]
-    else:
-        assert m["baseline_s"] > 0
+    assert m["fault_step"] == fault["applied_step"] and m["window_steps"] == held
+    dur = {p["step"]: p["duration_s"] for p in case["series"]}
+    if pair["settled"]:                 # the band is the median of the windows before and after the fault
+        assert m["pre_fault_s"] == pytest.approx(statistics.median(dur[k] for k in before + after))
+    assert m["reference_before_s"] == pytest.approx(statistics.median(dur[k] for k in before))
+    if case["verdict"] == "fail" and m["steady_cv"] > q.noise.max_cv:   # a busy machine: said, not judged
+        assert any("too noisy" in x for x in case["problems"]), case["problems"]
     (crit,) = case["criteria"]
     assert crit["id"] == "bit-errors.slowdown" and crit["reference"] == 0.699 and crit["measured"] == m["mean_efficiency"]
     assert case["verdict"] == ("pass" if crit["status"] == "pass" and not case["problems"] else "fail")
     assert (r.returncode == 0) == (case["verdict"] == "pass")
-    (b,) = s["baselines"].values()
-    assert b["median_s"] == m["baseline_s"] and len(b["series"]) == q.warmup + q.baseline_steady
+    (b,) = s["baselines"].values()       # the job's unimpaired windows: equivalent compute's reference
+    assert b["job_id"] == case["job_id"] and b["median_s"] == m["baseline_s"] and b["wan_bytes_per_iteration"] > 0
+    assert case["baseline"]["job_id"] == case["job_id"]
     runs = 1 + m.get("noisy_runs_set_aside", 0)   # a run too noisy to judge is measured again (noise.retries)
     lines = [json.loads(x) for x in (rep / "iterations.jsonl").read_text().splitlines()]
-    assert sum(1 for x in lines if x["case"] == case["name"]) == steps * runs
+    assert {x["step"] for x in lines if x["case"] == case["name"]} >= set(before + held + after)
+    assert [x["step"] for x in lines] == list(range(len(lines)))            # the whole job, once
     journal = [json.loads(x) for x in (rep / "faults.jsonl").read_text().splitlines()]
     assert [(j["role"], j["kind"]) for j in journal] == [("condition", "ConvergenceRatio"), ("fault", "BitErrors")] * runs
     assert all(j["applied_ns"] < j["undone_ns"] for j in journal)          # both undone, on the record

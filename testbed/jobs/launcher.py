@@ -228,6 +228,7 @@ class TrainingJob:
         self._outcome: JobOutcome | None = None
         self._watchdog: threading.Thread | None = None
         self._stopped = False
+        self._ending = False            # end() called: the controller ends the job, nothing failed
         self._stop_lock = threading.Lock()
         self._journal: Any = None
         self._journal_entry: Any = None
@@ -499,7 +500,7 @@ class TrainingJob:
 
     def _watch_loop(self) -> None:
         exited: set[str] = set()
-        while not self._stopped:
+        while not self._stopped and not self._ending:
             for n, j in self.jobs.items():
                 if n not in exited and not j.running:
                     # the exit tag may still be in the reader: a node counts as exited once its
@@ -542,6 +543,8 @@ class TrainingJob:
             time.sleep(0.05)
 
     def _finish(self, status: str, cause: str | None, detail: str) -> None:
+        if self._ending and status != COMPLETED:
+            return          # the nodes exit because end() stops them: that is not a failure
         t = time.monotonic()
         stop_t0 = time.monotonic()
         leftovers = self.stop()
@@ -574,6 +577,18 @@ class TrainingJob:
             out = self._outcome
         assert out is not None
         return out
+
+    def end(self, why: str = "ended by the controller") -> JobOutcome:
+        """End a job that is still training (a shared job whose cases are done): stopped on every
+        node and recorded as completed, not as a failure; the outcome of a job that had already
+        ended is returned as it was."""
+        with self._cond:
+            if self._outcome is None:
+                self._ending = True
+        if self._ending:
+            self._finish(COMPLETED, "ended", f"{why} after {len(self.events)} iterations")
+        assert self._outcome is not None
+        return self._outcome
 
     def run(self, timeout: float | None = None) -> JobOutcome:
         if not self.jobs:

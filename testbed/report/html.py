@@ -250,6 +250,29 @@ def _verdicts(all_cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "".join(rows)
 
 
+def _paired(c: dict[str, Any]) -> str:
+    """A case on a shared job: the windows of the same job it was judged against."""
+    pr = dct(c.get("paired"))
+    if not pr:
+        return ""
+
+    def steps(xs: Any) -> str:
+        xs = [x for x in lst(xs) if isinstance(x, int)]
+        return "none" if not xs else (f"{xs[0]}-{xs[-1]}" if xs == list(range(xs[0], xs[-1] + 1)) else
+                                      ", ".join(map(str, xs)))
+    m = dct(c.get("metrics"))
+    rows = [("job", e(c.get("job_id"))),
+            ("window before: iterations", f"{steps(pr.get('before_steps'))}, median {e(num(pr.get('before_s')))} s"),
+            ("window after: iterations", f"{steps(pr.get('after_steps'))}, median {e(num(pr.get('after_s')))} s"
+             + ("" if pr.get("settled", True) else " (the undo's hit had not settled)")),
+            ("set aside (the network changed, or settling)", steps(pr.get("set_aside_steps")))]
+    for side in ("before", "after"):
+        if m.get(f"equivalent_compute_{side}") is not None:
+            rows.append((f"equivalent compute against the window {side}", e(num(m[f"equivalent_compute_{side}"]))))
+    return ("<p class='note'>Judged against the unimpaired windows of the same job, right before and after "
+            "the case (A/B/A).</p><table class='paired'>" + _rows(rows) + "</table>")
+
+
 def _img(p: Plot) -> str:
     data = base64.b64encode(p.png).decode()
     return (f"<figure><img alt='{escape(p.caption)}' src='data:image/png;base64,{data}'>"
@@ -267,6 +290,7 @@ def _case_section(i: int, c: dict[str, Any], plots: list[Plot]) -> str:
     if keys:
         out.append("<table><tr>" + "".join(f"<th>{escape(k)}</th>" for k in keys) + "</tr><tr>"
                    + "".join(f"<td>{e(m[k])}</td>" for k in keys) + "</tr></table>")
+    out.append(_paired(c))
     ws = [dct(w) for w in lst(c.get("conditions")) + lst(c.get("faults"))]
     if ws:
         out.append("<table><tr><th>role</th><th>kind</th><th>target</th><th>applied step</th>"

@@ -109,12 +109,15 @@ class Impact:
 
 
 def impact(series: Sequence[Point], fault_step: int, *, undo_step: int | None = None, baseline_s: float | None = None,
-           applied_ns: int | None = None, mad_k: float = 3.0, floor: float = 0.05) -> Impact:
+           applied_ns: int | None = None, mad_k: float = 3.0, floor: float = 0.05,
+           reference: Sequence[float] | None = None) -> Impact:
     """The fault's effect.  ``fault_step``: the iteration in progress when the fault was applied;
     ``undo_step``: the one in progress when it was undone (None: held to the end of the run);
-    ``applied_ns``: the fault's application on the controller's wall clock (for recovery)."""
+    ``applied_ns``: the fault's application on the controller's wall clock (for recovery);
+    ``reference``: the iteration times the band comes from (a shared job: the windows right
+    before and after the fault), the steady window before the fault if None."""
     pre = steady(series, fault_step)
-    band = noise_band([p.duration_s for p in pre], mad_k, floor)
+    band = noise_band(list(reference) if reference else [p.duration_s for p in pre], mad_k, floor)
     after = [p for p in series if p.step >= fault_step]
     window = [p for p in after if undo_step is None or p.step <= undo_step]
     affected = [p for p in after if p.duration_s > band.high_s]

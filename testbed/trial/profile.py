@@ -118,6 +118,16 @@ class Profile(Strict):
     baseline_steady: int = Field(6, ge=3, description="steady iterations of the cached baseline run")
     baseline_max_age_s: float = Field(600.0, gt=0, description="re-measure a cached baseline older than this: "
                                                                "the machine's speed drifts over a run")
+    jobs: Literal["shared", "per-case"] = Field(
+        "shared", description="shared: one long-lived job per placement hosts many cases, each judged against the "
+                              "unimpaired windows before and after it in the same job; per-case: a job per case, "
+                              "judged against a baseline job measured earlier in the run")
+    settle_max: int = Field(3, ge=1, le=20, description="shared jobs: after a fault's undo, iterations still slower "
+                                                        "than the reference band (the undo's own hit) are set aside, "
+                                                        "at most this many, before the after window")
+    iteration_s: float = Field(2.5, gt=0, description="expected iteration time, for the dry run's job plan only")
+    job_start_s: float = Field(30.0, ge=0, description="expected start and stop of a job (torchrun, rendezvous, "
+                                                       "model build; a checkpoint load on real gear), for the plan")
     hold: int = Field(3, ge=1, description="iterations a held fault (bit errors) stays on")
     after: int = Field(4, ge=1, description="iterations observed after the fault")
     repeats: int = Field(1, ge=1, le=20)

@@ -37,6 +37,7 @@ from .capabilities import probe_pair, service
 from .profile import Profile, Trial
 from .report import RunReport
 from .runner import CaseRun, CaseRunner, JobSpec, ProbePlan, default_nodes
+from .shared import CasePlan, JobPool, Paired, SharedJob
 from .transport import transport_in_force
 from .verdict import FAIL, check, verdict
 
@@ -149,6 +150,48 @@ class TrialSession:
                                          "transport": transport_in_force(inv)},
                                 options={**(options or {}), "dry_run": dry_run})
         self.faults = Faults(inv)
+        self.pool = JobPool(self.runner, warmup=profile.warmup, settle_max=profile.settle_max, noise=profile.noise,
+                            wan_bytes=self.wan_bytes)
+        self.pool.on_job_end = self._job_reference
+        self.job_plan: list[dict[str, Any]] = []      # the dry run's jobs: which cases share which job
+
+    @property
+    def shared(self) -> bool:
+        return self.profile.jobs == "shared"
+
+    def close_jobs(self) -> None:
+        """End the shared job still training (its cases are done), before the lab is checked."""
+        self.pool.close()
+
+    def _job_reference(self, sj: SharedJob) -> None:
+        """A shared job's unimpaired windows, in the report's baselines (what ``dcilab predict`` reads)."""
+        b = self.job_baseline(sj)
+        if b.series:
+            self.report.add_baseline(b.key, b.to_dict())
+
+    def job_baseline(self, sj: SharedJob, points: list[Point] | None = None) -> Baseline:
+        """The reference a case's equivalent compute uses on a shared job: its unimpaired windows
+        (``points``: the case's own A/B/A windows), measured in the same job as the case."""
+        pts = sj.unimpaired() if points is None else points
+        p = self.profile
+        band = analysis.noise_band([x.duration_s for x in pts], p.noise.mad_k, p.noise.floor) if pts else None
+        n = next((i for i, j in enumerate(self.pool.jobs, 1) if j is sj), 0)
+        name = f"unimpaired-{sj.spec.model}-{sj.spec.layout}-{sj.spec.placement}-job{n}"
+        return Baseline(name, sj.spec, pts, band.center_s if band else None, band, {}, sj.job_id,
+                        None if band else "no unimpaired window in the job yet", time.monotonic(),
+                        sj.wan_bytes_per_iteration)
+
+    def plan_case(self, case: str, placement: str, iterations: int) -> None:
+        """The dry run's job plan: cases on one placement share a job, in the order they run."""
+        p = self.profile
+        last = self.job_plan[-1] if self.job_plan else None
+        if not self.shared or last is None or last["placement"] != placement:
+            first = p.warmup + p.steady if self.shared else 0
+            last = {"placement": placement, "cases": [], "iterations": first}
+            self.job_plan.append(last)
+        last["cases"].append(case)
+        last["iterations"] += iterations
+        last["duration_s"] = round(p.job_start_s + last["iterations"] * p.iteration_s)
 
     # ---------------------------------------------------------------------------------- the testbed
 
@@ -233,6 +276,9 @@ class TrialSession:
         BASELINE_TRIES jobs per run, before the cases that need it are reported as not measured."""
         p = self.profile
         spec = self.spec(placement, p.warmup + p.baseline_steady)
+        if self.shared:      # each case's reference comes from its own job's windows (CaseContext.reference)
+            return Baseline(f"paired-{placement}", spec, [], None, None, {}, "",
+                            "shared jobs: each case is judged against the unimpaired windows of its own job")
         key = spec.baseline_key()
         while True:
             b = self._baseline(spec, placement)
@@ -279,7 +325,7 @@ class TrialSession:
         """Bytes both gateways of the service have sent onto the WAN (their WAN ports' tx counters);
         None when a gateway cannot be read (the baseline is then recorded without it)."""
         svc = self.inv.services[0] if self.inv.services else None
-        if svc is None:
+        if svc is None or {svc.a_end.gateway, svc.z_end.gateway} & set(self.unreachable):
             return None
         try:
             return sum(self.tb.driver(gw).counters().tx_bytes for gw in (svc.a_end.gateway, svc.z_end.gateway))
@@ -301,6 +347,8 @@ class CaseContext:
         self.record_property = record_property
         self.t0 = time.monotonic()
         self.runs: list[CaseRun] = []
+        self.paired: Paired | None = None          # shared jobs: the case's reference windows
+        self.reference: Baseline | None = None     # shared jobs: what equivalent compute divides
         self.recorded = False
         self._last_call: tuple[str, dict[str, Any]] | None = None   # the last run()'s arguments (a re-measure)
 
@@ -318,6 +366,18 @@ class CaseContext:
         return ProbePlan(src, dst, pr.rate_pps, pr.size, max_s=self.s._timeout(self.fault_at + self.profile.hold
                                                                               + self.profile.after))
 
+    def _expected_iterations(self, steps: int, conditions: Any, fault: Fault | None, hold: int | None,
+                             probe: bool) -> int:
+        """The dry run's estimate of the iterations a case takes (a job of its own, or windows of a
+        shared one: a change of the network sets one iteration aside)."""
+        p = self.profile
+        if not self.s.shared:
+            return steps
+        changes = bool(conditions) or (probe and fault is not None)
+        if fault is None:
+            return 3 * p.steady + 2
+        return (1 + p.steady if changes else 0) + (hold or p.after) + 1 + p.steady
+
     def run(self, placement: str, *, conditions: list[Fault] = (), fault: Fault | None = None,  # type: ignore[assignment]
             hold: int | None = None, probe: bool = False) -> CaseRun:
         """The case's job: conditions for the whole run, ``fault`` when iteration ``fault_at``
@@ -327,15 +387,30 @@ class CaseContext:
         spec = self.s.spec(placement, steps)
         if self.s.dry_run:
             import pytest
+            self.s.plan_case(self.name, placement, self._expected_iterations(steps, conditions, fault, hold, probe))
             plan = self.s.runner.plan(self.name, spec, list(conditions), fault)
             self._record({"status": "planned", "plan": plan}, verdict_="planned")
+            job = (f"about {self._expected_iterations(steps, conditions, fault, hold, probe)} iterations of shared "
+                   f"job {len(self.s.job_plan)} ({placement})" if self.s.shared else f"{steps} iterations")
             pytest.skip(f"dry run: {self.name}: {len(plan['conditions'])} condition(s), fault "
-                        f"{plan['fault']['kind'] + ' ' + plan['fault']['target'] if plan['fault'] else 'none'}, "
-                        f"{steps} iterations")
+                        f"{plan['fault']['kind'] + ' ' + plan['fault']['target'] if plan['fault'] else 'none'}, {job}")
         for name in spec.nodes:
             if name in self.s.unreachable:
                 raise TestbedNotReady(f"{name} does not answer: {self.s.unreachable[name]}")
         self._last_call = (placement, {"conditions": list(conditions), "fault": fault, "hold": hold, "probe": probe})
+        if self.s.shared:
+            plan_ = CasePlan(self.name, self.scenario, list(conditions), fault, hold or p.after, p.steady,
+                             self.probe_plan() if probe and fault is not None else None, self.s._timeout(steps))
+            run, self.paired = self.s.pool.run_case(spec, plan_)
+            sj = self.s.pool.current if self.s.pool.current and self.s.pool.current.job_id == run.job_id else \
+                next((j for j in self.s.pool.jobs if j.job_id == run.job_id), None)
+            if sj is not None:
+                own = self.paired.before + self.paired.after if self.paired and fault is None else None
+                self.reference = self.s.job_baseline(sj, own)
+            self._qp_error_cause(run)
+            self.runs.append(run)
+            self.s.report.add_faults(self.name, run.conditions + run.faults)
+            return run
         run = self.s.runner.run(self.name, self.scenario, spec, conditions=list(conditions), fault=fault,
                                 fault_at=self.fault_at if fault is not None else None, hold=hold,
                                 probe=self.probe_plan() if probe else None,
@@ -368,23 +443,42 @@ class CaseContext:
     # ---------------------------------------------------------------------------------- metrics
 
     def steady_metrics(self, run: CaseRun, baseline: Baseline) -> dict[str, Any]:
-        """A setting without a fault (convergence): its steady median against the baseline's."""
+        """A setting without a fault (convergence): its steady median against the baseline's (on a
+        shared job: the unimpaired windows right before and after it in the same job)."""
+        baseline = self.reference or baseline
         pts = [x.duration_s for x in analysis.steady(run.series)]
         m: dict[str, Any] = {"outcome": run.status, "iterations": len(run.series), "baseline_s": baseline.median_s,
                              "median_s": statistics.median(pts) if pts else None,
                              "steady_cv": analysis.noise_band(pts).cv if pts else None}
         if pts and baseline.median_s:
             m["equivalent_compute"] = analysis.equivalent_compute(baseline.median_s, pts)
+        if pts and self.paired is not None:
+            for side, ref in (("before", self.paired.before), ("after", self.paired.after)):
+                if ref:
+                    r = statistics.median(x.duration_s for x in ref)
+                    m[f"reference_{side}_s"] = r
+                    m[f"equivalent_compute_{side}"] = analysis.equivalent_compute(r, pts)
         return m
 
     def fault_metrics(self, run: CaseRun, baseline: Baseline) -> dict[str, Any]:
+        baseline = self.reference or baseline
         m: dict[str, Any] = {"outcome": run.status, "cause": run.outcome.get("cause"), "iterations": len(run.series),
                              "baseline_s": baseline.median_s}
         w = run.fault
         n = self.profile.noise
-        if w is not None and w.applied_step is not None and analysis.steady(run.series, w.applied_step):
-            imp = analysis.impact(run.series, w.applied_step, undo_step=w.undone_step, baseline_s=baseline.median_s,
-                                  applied_ns=w.applied_ns, mad_k=n.mad_k, floor=n.floor)
+        ref = None        # shared jobs: the band from the windows right before and after the fault
+        pr = self.paired
+        if pr is not None and pr.before:
+            ref = [x.duration_s for x in pr.before + (pr.after if pr.settled else [])]
+            m["reference_before_s"] = statistics.median(x.duration_s for x in pr.before)
+            m["reference_after_s"] = statistics.median(x.duration_s for x in pr.after) if pr.after else None
+        judged = run.series
+        if pr is not None:      # the after window is the reference, not the fault's: the fault's iterations are its own
+            after = {x.step for x in pr.after}
+            judged = [x for x in run.series if x.step not in after]
+        if w is not None and w.applied_step is not None and analysis.steady(judged, w.applied_step):
+            imp = analysis.impact(judged, w.applied_step, undo_step=w.undone_step, baseline_s=baseline.median_s,
+                                  applied_ns=w.applied_ns, mad_k=n.mad_k, floor=n.floor, reference=ref)
             m.update(imp.to_dict())
             m["steady_cv"] = imp.band.cv
             m["fault_step"] = w.applied_step
@@ -439,13 +533,14 @@ class CaseContext:
         criterion fails or the case could not run as planned.  A run too noisy to judge is
         measured again first (``noise.retries``)."""
         run, metrics = self._remeasure_if_noisy(run, baseline, metrics)
+        baseline = self.reference or baseline
         crits = self.s.trial.criteria_for(self.profile, self.scenario, self.params)
         checks = [check(c, metrics, self.s.inv.is_emulated) for c in crits]
         v = verdict(checks)
         problems = []
         if run.error:
             problems.append(run.error)
-        if not baseline.ok:
+        if not baseline.ok and not (self.s.shared and run.error):
             problems.append(f"no baseline: {baseline.error}")
         if run.probe_error:
             problems.append(f"probe: {run.probe_error}")
@@ -467,6 +562,7 @@ class CaseContext:
                       "series": [p.to_dict() for p in run.series], "outcome": run.outcome,
                       "faults": [w.to_dict() for w in run.faults], "conditions": [w.to_dict() for w in run.conditions],
                       "probe": run.probe, "job_id": run.job_id, "report_dir": run.report_dir,
+                      **({"paired": self.paired.to_dict()} if self.paired is not None else {}),
                       "problems": problems}, verdict_=v)
         for k, val in metrics.items():
             if isinstance(val, (int, float, str)) or val is None:

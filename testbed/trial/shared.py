@@ -291,6 +291,7 @@ class JobPool:
             sj = self.job_for(spec, plan.case, plan.steady, left())
             sj.cases.append(plan.case)
             sj.current_case = plan.case
+            sj.job.tags.update(case=plan.case, scenario=plan.scenario)   # the store files its iterations under it
             with contextlib.ExitStack() as stack:
                 a_before: list[int] = []
                 if plan.fault is None and key:       # a setting: the unimpaired job right before it
@@ -398,6 +399,7 @@ class JobPool:
         finally:
             if sj is not None:
                 sj.current_case, sj.current_phase = None, ""
+                sj.job.tags.update(case=f"shared-{sj.spec.placement}", scenario="shared")
         if paired is not None and sj is not None:
             paired.set_aside = sorted(set(range(min(series or [0]), max(series or [0]) + 1)) - set(series))
         return self._result(sj, spec, plan, series, fault_w, cond_w, probe_rep, probe_err, started, error), paired

@@ -370,3 +370,24 @@ def test_the_watchdog_waits_longer_than_the_qp_retry_budget(tmp_path: Path) -> N
     tcp = tmp_path / "tcp.yaml"
     tcp.write_text(EMULATED.read_text().replace("model: roce-rc", "model: none").replace("../.venv", str(ROOT / ".venv")))
     assert sess.min_stall_s(load_inventory(tcp)) == 30.0
+
+
+def test_the_cases_left_on_a_job_whose_undo_failed_are_not_run_with_that_reason(tmp_path: Path) -> None:
+    """Issue 17: a fault whose undo fails mid-job stops that job; the cases left on its placement
+    are reported as not run, with the reason, instead of running on a lab in doubt."""
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+    inv, t = load_inventory(EMULATED), load_trial()
+    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=False)
+    s.off_baseline = lambda: []                                       # type: ignore[method-assign]
+    why = "the undo failed in bit_errors[1e-9] on this job's placement: UndoFailed: dci-a-roadm did not answer"
+    s.pool.stopped[s.spec("pp-remote", 10).baseline_key()] = why
+    case = sess.CaseContext(s, "c1", "conv[pp-remote-8to1]", "convergence", {"placement": "pp-remote", "ratio": 8},
+                            lambda k, v: None)
+    run = case.run("pp-remote", conditions=[s.faults.convergence(8)])
+    assert run.status == "not-run" and run.error == f"not run: {why}" and run.series == []
+    base = s.baseline("pp-remote")
+    with pytest.raises(pytest.fail.Exception, match="undo failed in bit_errors"):
+        case.conclude(run, base, case.steady_metrics(run, base))
+    got = json.loads((tmp_path / "summary.json").read_text())["cases"][0]
+    assert got["verdict"] == "fail" and got["problems"] == [f"not run: {why}"]

@@ -33,6 +33,7 @@ from typing import Any
 
 from drivers.errors import DriverError
 from testbed.faults import Fault, FaultError, FaultRecord
+from testbed.faults.ops import UndoFailed
 from testbed.jobs import JobEnded, JobError, TrainingJob
 from testbed.jobs.events import IterationEvent
 
@@ -177,6 +178,7 @@ class JobPool:
         self.wan_bytes = wan_bytes
         self.current: SharedJob | None = None
         self.jobs: list[SharedJob] = []
+        self.stopped: dict[tuple[Any, ...], str] = {}   # placements whose job a failed undo stopped, and why
         self.on_job_end: Callable[[SharedJob], None] = lambda _j: None
 
     # ---------------------------------------------------------------------------------- jobs
@@ -287,6 +289,10 @@ class JobPool:
         paired: Paired | None = None
         series: list[int] = []
         key = condition_key(plan.conditions, r.inv)
+        why_not = self.stopped.get(spec.baseline_key())
+        if why_not is not None:
+            r.progress(f"{plan.case}: not run: {why_not}")
+            return self._result(None, spec, plan, [], [], [], None, None, started, f"not run: {why_not}"), None
         try:
             sj = self.job_for(spec, plan.case, plan.steady, left())
             sj.cases.append(plan.case)
@@ -379,8 +385,8 @@ class JobPool:
                     sj.current_phase = ""
                 for w in cond_w:
                     w.undone_step = w.undone_step or sj.in_progress()
-            if key and plan.fault is not None:
-                sj.changed()
+            if plan.fault is not None and (key or plan.probe is not None):
+                sj.changed()        # its conditions undone, or the probe's load gone: the next case's window is new
         except JobEnded as exc:
             error = None if fault_w else f"the job ended before the case could go on: {exc}"
             r.progress(f"{plan.case}: the shared job ended: {exc}")
@@ -392,6 +398,8 @@ class JobPool:
             r.progress(f"{plan.case}: stopped: {error}")
             if sj is not None and isinstance(exc, (FaultError, TimeoutError)):
                 self.end(f"{plan.case} stopped: {error}")     # the job's state is in doubt
+            if isinstance(exc, UndoFailed):     # the cases left on this job are not run (the lab is restored)
+                self.stopped[spec.baseline_key()] = f"the undo failed in {plan.case} on this job's placement: {exc}"
         except BaseException as exc:     # Ctrl-C, a test timeout: keep what happened (all undone by now)
             r.partial = self._result(sj, spec, plan, series, fault_w, cond_w, probe_rep, probe_err, started,
                                      f"{type(exc).__name__}: {exc}".rstrip(": "))

@@ -35,6 +35,15 @@ class EditRejected(DriverError):
         super().__init__(f"edit rejected{f' ({tag})' if tag else ''}: {reason}", device)
 
 
+class CommandRefused(DriverError):
+    """The device refused a command that only reads (a CLI ``display``/``show``); ``reason`` is its
+    own message.  Not an edit: nothing was changed."""
+
+    def __init__(self, reason: str, device: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"command refused: {reason}", device)
+
+
 class Unsupported(DriverError):
     """A value or operation the device cannot do; ``supported`` lists what it can."""
 

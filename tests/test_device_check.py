@@ -54,7 +54,8 @@ def test_a_wrong_driver_is_named_with_the_one_that_fits_and_nothing_is_read(benc
 def test_a_gateway_without_the_wan_port_the_driver_uses_is_a_problem(bench) -> None:  # noqa: F811
     r = check_device(inventory(bench), "dc-a-gw", timeout_s=30)   # the dialect's 400GE1/0/1: not on this gateway
     assert r.reachable and [x.name for x in r.reads if not x.ok] == ["counters", "shaping_kbps", "pfc_priorities"]
-    assert "Wrong parameter" in r.problems[0] and "note: WAN port 400GE1/0/1" in render(r)
+    assert "command refused" in r.problems[0] and "Wrong parameter" in r.problems[0]
+    assert "note: WAN port 400GE1/0/1" in render(r)
 
 
 def test_an_unreachable_device_is_said_so_within_its_timeout(bench) -> None:  # noqa: F811

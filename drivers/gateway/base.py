@@ -13,7 +13,7 @@ from netmiko import ConnectHandler
 from netmiko.exceptions import NetmikoAuthenticationException, NetmikoTimeoutException, ReadTimeout
 
 from .. import SshTarget, known_host_keys, map_ssh_error, pinned_host_key
-from ..errors import AuthFailed, DeviceUnreachable, DriverError, EditRejected, Timeout, Unsupported
+from ..errors import AuthFailed, CommandRefused, DeviceUnreachable, DriverError, EditRejected, Timeout, Unsupported
 from ..facts import DeviceFacts
 
 
@@ -105,7 +105,7 @@ def parse(text: str, regexes: dict[str, str]) -> dict[str, str | None]:
 def parse_counters(dialect: Dialect, port: str, text: str) -> Counters:
     v = parse(text, dialect.parsers["counters"])
     if v.get("rx_packets") is None:
-        raise EditRejected(f"cannot read counters of {port}: {text.strip()[:200]}")
+        raise CommandRefused(f"cannot read counters of {port}: {text.strip()[:200]}")
 
     def i(k: str) -> int:
         return int(v.get(k) or 0)
@@ -208,7 +208,7 @@ class Gateway:
         out = "\n".join(self._send(c, self.dialect.exec_prompt) for c in cmds)
         errs = cli_errors(self.dialect, out)
         if errs:
-            raise EditRejected("; ".join(errs), self.name)
+            raise CommandRefused(f"{' / '.join(cmds)!r}: {'; '.join(errs)}", self.name)
         return out
 
     def configure(self, lines: list[str]) -> ConfigResult:
@@ -248,7 +248,7 @@ class Gateway:
         if "serial" in self.dialect.commands:
             try:
                 got.update(parse(self.show("serial"), self.dialect.parsers["serial"]))
-            except EditRejected:
+            except CommandRefused:
                 pass
         vals = {k: v.strip() for k, v in got.items() if v and v.strip()}
         if not vals.get("software_version"):

@@ -295,7 +295,8 @@ class JobPool:
             return self._result(None, spec, plan, [], [], [], None, None, started, f"not run: {why_not}"), None
         try:
             sj = self.job_for(spec, plan.case, plan.steady, left())
-            sj.cases.append(plan.case)
+            if plan.case not in sj.cases:       # a case measured again (too noisy) is still one case
+                sj.cases.append(plan.case)
             sj.current_case = plan.case
             sj.job.tags.update(case=plan.case, scenario=plan.scenario)   # the store files its iterations under it
             with contextlib.ExitStack() as stack:

@@ -402,8 +402,7 @@ class CaseContext:
             plan_ = CasePlan(self.name, self.scenario, list(conditions), fault, hold or p.after, p.steady,
                              self.probe_plan() if probe and fault is not None else None, self.s._timeout(steps))
             run, self.paired = self.s.pool.run_case(spec, plan_)
-            sj = self.s.pool.current if self.s.pool.current and self.s.pool.current.job_id == run.job_id else \
-                next((j for j in self.s.pool.jobs if j.job_id == run.job_id), None)
+            sj = next((j for j in self.s.pool.jobs if j.job_id == run.job_id), None)
             if sj is not None:
                 own = self.paired.before + self.paired.after if self.paired and fault is None else None
                 self.reference = self.s.job_baseline(sj, own)

@@ -391,3 +391,34 @@ def test_the_cases_left_on_a_job_whose_undo_failed_are_not_run_with_that_reason(
         case.conclude(run, base, case.steady_metrics(run, base))
     got = json.loads((tmp_path / "summary.json").read_text())["cases"][0]
     assert got["verdict"] == "fail" and got["problems"] == [f"not run: {why}"]
+
+
+def test_a_case_judged_only_on_its_outcome_is_not_refused_as_too_noisy(tmp_path: Path) -> None:
+    """BER 1e-8's only criterion is whether training was interrupted: a noisy window before the
+    fault cannot make that unjudgeable (a quiet bench run reported it "not measured")."""
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+    inv, t = load_inventory(EMULATED), load_trial()
+    s = sess.TrialSession(inv, t, per_case(t), "r1", tmp_path, dry_run=False)
+    s.off_baseline = lambda: []                                       # type: ignore[method-assign]
+    noisy = [3.0, 2.0, 1.0, 1.5, 0.7, 1.3, 0.8, 9.0]
+
+    class Interrupted(ScriptedRunner):
+        def run(self, case, scenario, spec, **kw):  # type: ignore[no-untyped-def]
+            r = super().run(case, scenario, spec, **kw)
+            if case.startswith("ber"):
+                r.outcome = {"status": "interrupted", "cause": "connection-reset", "detail": "reset"}
+                r.faults = [__import__("testbed.trial.runner", fromlist=["FaultWindow"]).FaultWindow(
+                    "BitErrors", "working@1e-08", "fault", applied_step=6)]
+            return r
+    s.runner = Interrupted(noisy)                                     # type: ignore[assignment]
+    case = sess.CaseContext(s, "c1", "ber[pp-remote-4to1-ber1e-8]", "bit_errors",
+                            {"placement": "pp-remote", "ratio": 4, "ber": 1e-8}, lambda k, v: None)
+    base = s.baseline("pp-remote")
+    run = case.run("pp-remote", fault=s.faults.bit_errors(1e-8), hold=3)
+    m = case.fault_metrics(run, base)
+    assert m["steady_cv"] > t.profile("quick").noise.max_cv and m["outcome"] == "interrupted"
+    assert case.conclude(run, base, m) == "pass"          # an observed outcome, nothing refused
+    got = json.loads((tmp_path / "summary.json").read_text())["cases"][0]
+    assert got["problems"] == [] and got["criteria"][0]["measured"] == "interrupted"
+    assert got["criteria"][0]["status"] == "observed"

@@ -65,6 +65,10 @@ def min_stall_s(inv: Inventory) -> float:
     return max(30.0, float(budget) + STALL_MARGIN_S)
 
 
+BAND_FREE_METRICS = ("outcome", "disruption_ms")
+"""Metrics that need neither a baseline nor a quiet steady window: a case judged only on them (BER
+1e-8: was training interrupted?) is not refused for a noisy window or a missing baseline."""
+
 BASELINE_TRIES = 3
 """Baseline jobs per model/layout/placement in one run: one refused as too noisy is measured again
 (a busy few seconds should not leave every case that needs it unmeasured), at most this many."""
@@ -539,12 +543,13 @@ class CaseContext:
         problems = []
         if run.error:
             problems.append(run.error)
-        if not baseline.ok and not (self.s.shared and run.error):
+        needs_band = any(c.metric not in BAND_FREE_METRICS for c in crits)
+        if not baseline.ok and needs_band and not (self.s.shared and run.error):
             problems.append(f"no baseline: {baseline.error}")
         if run.probe_error:
             problems.append(f"probe: {run.probe_error}")
         cv, max_cv = metrics.get("steady_cv"), self.profile.noise.max_cv
-        if cv is not None and cv > max_cv:
+        if cv is not None and cv > max_cv and needs_band:
             problems.append(f"the steady window before the fault is too noisy to judge it (robust CV {cv:.2f} > "
                             f"{max_cv:.2f}, noise.max_cv): was the machine busy?")
         if run.outcome.get("leftovers"):

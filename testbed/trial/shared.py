@@ -26,7 +26,7 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,6 @@ class Window:
     conditions: tuple[str, ...]
     steps: list[int]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "case": self.case, "conditions": list(self.conditions), "steps": self.steps}
-
 
 @dataclass
 class CasePlan:
@@ -79,7 +76,6 @@ class Paired:
 
     before: list[Point]
     after: list[Point]
-    unimpaired: list[Point]            # the job's unconditioned, fault-free windows so far
     set_aside: list[int] = field(default_factory=list)     # iterations in no window (changes, settling)
     settled: bool = True               # after the undo, an iteration came back inside the band
 
@@ -112,7 +108,6 @@ class SharedJob:
         self.current_case: str | None = None
         self.current_phase = ""
         self.cases: list[str] = []
-        self.started_ns = time.time_ns()
         self.wan_bytes_per_iteration: float | None = None
 
     # ---------------------------------------------------------------------------------- iterations
@@ -161,10 +156,6 @@ class SharedJob:
         steps = sorted({s for w in self.windows if w.role in ("reference", "after") and not w.conditions
                         for s in w.steps})
         return [self.point(s) for s in steps]
-
-    def events_of(self, case: str) -> list[IterationEvent]:
-        steps = {s for w in self.windows if w.case == case for s in w.steps}
-        return [e for e in self.job.events if e.step in steps]
 
 
 class JobPool:
@@ -333,8 +324,7 @@ class JobPool:
                     sj.current_phase = "reference after"
                     a_after = sj.clean(plan.steady, left(), fresh=True)
                     sj.windows.append(Window("reference", plan.case, (), a_after))
-                    paired = Paired([sj.point(s) for s in a_before], [sj.point(s) for s in a_after],
-                                    sj.unimpaired())
+                    paired = Paired([sj.point(s) for s in a_before], [sj.point(s) for s in a_after])
                 else:
                     fault = plan.fault
                     w = FaultWindow(fault.KIND, fault.target, "fault")
@@ -381,8 +371,7 @@ class JobPool:
                     after = sj.collect(plan.steady, left(), first=first)
                     sj.windows.append(Window("after", plan.case, key, after))
                     series += after
-                    paired = Paired([sj.point(s) for s in before], [sj.point(s) for s in after], sj.unimpaired(),
-                                    settled=settled)
+                    paired = Paired([sj.point(s) for s in before], [sj.point(s) for s in after], settled=settled)
                     sj.current_phase = ""
                 for w in cond_w:
                     w.undone_step = w.undone_step or sj.in_progress()
@@ -443,11 +432,3 @@ class JobPool:
         return CaseRun(job_id, spec, series, outcome, fault_w, cond_w, probe_rep, probe_err,
                        str(sj.dir if sj is not None else self.runner.report_dir), started, time.time_ns(), error)
 
-
-@contextlib.contextmanager
-def pool_for(runner: CaseRunner, **kw: Any) -> Iterator[JobPool]:
-    pool = JobPool(runner, **kw)
-    try:
-        yield pool
-    finally:
-        pool.close()

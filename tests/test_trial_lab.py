@@ -99,6 +99,7 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
 
 def test_ctrl_c_during_the_fault_undoes_it_and_the_summary_says_interrupted(emulated_lab, inventory, tmp_path):
     rep = tmp_path / "rep"
+    t0 = int(time.time()) - 1
     p = subprocess.Popen(trial_cmd(inventory, rep, "switchover"), cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     out = []
@@ -131,6 +132,10 @@ def test_ctrl_c_during_the_fault_undoes_it_and_the_summary_says_interrupted(emul
     for n in ("dc-a-gpu1", "dc-b-gpu1"):
         with connect_gpu_node(inventory, n) as node:
             assert node.run("pgrep -af '[w]orkload.train|[d]rivers.probe'; true").stdout.strip() == ""
+            # the probe's private folders (its code and logs) are gone from the node too
+            left = node.run(f"find /tmp -maxdepth 1 -name 'dcilab-probe-*' -newermt @{t0}").stdout.strip()
+            assert left == "", left
+    assert list((rep / "logs").glob("probe-*.log")) or list(rep.rglob("probe-*.log")), "the probe's logs were kept"
 
 
 def test_a_silent_gateway_fails_the_cases_that_need_it_and_the_rest_run(emulated_lab, inventory, tmp_path):

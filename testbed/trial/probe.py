@@ -216,7 +216,12 @@ class ServiceProbe:
             with contextlib.suppress(Exception):
                 if job.running:
                     job.stop(grace=2.0)
-        for node in self.nodes.values():
+        for name, node in self.nodes.items():
+            with contextlib.suppress(Exception):
+                # the probe's folder on the node (its code and logs: the lines are in log_dir)
+                if name in self._dirs:
+                    node.run(f"rm -rf -- {shlex.quote(self._dirs[name])}", timeout=15)
             with contextlib.suppress(Exception):
                 node.close()
         self.nodes.clear()
+        self._dirs.clear()

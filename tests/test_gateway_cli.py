@@ -345,6 +345,27 @@ def test_a_line_longer_than_vrps_510_characters_is_refused_whole(dev: Any) -> No
     assert list(ed.feed(b"\r")) == [(LINE, "x" * 511)] and ed.buf == ""
 
 
+def test_a_line_that_is_not_utf8_is_refused_whole_not_stored_altered(dev: Any) -> None:
+    """Issue 16: bytes that are not UTF-8 were turned into U+FFFD and the line run (a description
+    stored with it); now the line is refused.  A U+FFFD typed as UTF-8 is text like any other."""
+    from emulator.gateway.terminal import ECHO, LINE, LineEditor
+    gw, _, _ = dev
+    s = CliSession(gw)
+    run(s, "sys", "int 100GE1/0/1")
+    ed = LineEditor()
+    events = list(ed.feed("description caf".encode() + b"\xe9 \xff\xfe\r"))     # latin-1, not UTF-8
+    (line,) = [t for k, t in events if k == LINE]
+    assert "".join(t for k, t in events if k == ECHO) == "description caf\ufffd \ufffd\ufffd"
+    assert s.handle_line(line) == "Error: The command is not valid UTF-8 and was not run."
+    assert gw.config.ports["100GE1/0/1"].description is None
+    (line,) = [t for k, t in LineEditor().feed("description caf\u00e9 \ufffd\r".encode()) if k == LINE]
+    assert "Error" not in s.handle_line(line)
+    assert gw.config.ports["100GE1/0/1"].description == "caf\u00e9 \ufffd"
+    split = LineEditor()          # a character split across two reads is still one character
+    assert [t for k, t in [*split.feed(b"description \xc3"), *split.feed(b"\xa9t\xc3\xa9\r")] if k == LINE] \
+        == ["description \u00e9t\u00e9"]
+
+
 def test_version_and_esn_say_what_the_emulator_is(dev: Any) -> None:
     from emulator.identity import VENDOR, serial_number, software_version
     s = CliSession(dev[0])
@@ -400,6 +421,8 @@ def test_ssh_shell_exec_and_auth(ssh_server: GatewayServer) -> None:
         assert "VRP (R) software" in out.read().decode() and out.channel.recv_exit_status() == 0
         _, out, _ = cl.exec_command("display nothing")
         assert "Error: Unrecognized command" in out.read().decode() and out.channel.recv_exit_status() == 1
+        _, out, _ = cl.exec_command(b"display version\xff")       # type: ignore[arg-type]  # not UTF-8
+        assert "not valid UTF-8 and was not run" in out.read().decode() and out.channel.recv_exit_status() == 1
         chan = cl.invoke_shell()
         buf = _read_until(chan, "<GW-A>$")
         assert "Info: The max number of VTY users" in buf

@@ -613,6 +613,8 @@ class CliSession:
             # VRP's editing buffer takes no more (the terminal rings instead) and would run what it
             # holds; a script's over-long line is refused whole rather than run cut short.
             return f"Error: The command is longer than {MAX_LINE} characters and was not run."
+        if any("\udc80" <= ch <= "\udcff" for ch in line):     # bytes that are not UTF-8 (surrogateescape)
+            return "Error: The command is not valid UTF-8 and was not run."
         if not line.strip():
             return ""
         prompt = self.prompt

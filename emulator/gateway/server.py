@@ -142,7 +142,7 @@ class _Handler(paramiko.ServerInterface):
         ev, cmd = self.request(channel)
         if ev.is_set():
             return False
-        cmd[0] = command.decode("utf-8", "replace")
+        cmd[0] = command.decode("utf-8", "surrogateescape")   # not UTF-8: refused by the CLI, not run altered
         ev.set()
         return True
 

@@ -31,7 +31,9 @@ class LineEditor:
         self.buf = ""
         self._esc = 0                     # 1: ESC seen; 2: inside a CSI sequence
         self._last_cr = False
-        self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        # bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF): kept in the line, so that
+        # the CLI refuses it whole (a U+FFFD in their place would be stored in a description)
+        self._decode = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode
 
     def feed(self, data: bytes) -> Iterator[tuple[str, str]]:
         """Events for the bytes received, in order; consecutive echoes are joined."""
@@ -66,7 +68,7 @@ class LineEditor:
                 continue
             elif len(self.buf) < self.max_line:
                 self.buf += ch
-                echo.append(ch)
+                echo.append("\ufffd" if "\udc80" <= ch <= "\udcff" else ch)     # a terminal shows what it cannot read so
             else:
                 if len(self.buf) == self.max_line:
                     self.buf += ch                          # not shown: only marks the line too long

@@ -57,6 +57,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="wait this long for another run to release the testbed (default: refuse, exit 75)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="plan every case (faults' steps, jobs' commands) without connecting to the testbed")
+    group.addoption("--no-single-site", action="store_true", default=False,
+                    help="skip the profile's single-site baseline job (single_site: false): the cases are then "
+                         "reported against their paired windows only")
 
 
 def new_run_id() -> str:
@@ -292,6 +295,8 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
         profile = spec.profile(config.getoption("--profile"))
     except ProfileError as exc:
         pytest.exit(str(exc), returncode=4)
+    if config.getoption("--no-single-site"):
+        profile = profile.model_copy(update={"single_site": False})
     say = _progress(config)
     if not dry:      # one run at a time on a testbed, from before the lab comes up until it is down
         from testbed.lock import EXIT_BUSY, LeaseUnavailable, TestbedBusy, TestbedLock
@@ -326,6 +331,7 @@ def trial(request: pytest.FixtureRequest, inventory: Inventory) -> Iterator[Any]
         try:
             s.check_ready()
             s.snapshot()
+            s.measure_single_site()
         except TestbedNotReady as exc:
             s.report.add_error(str(exc))
             pytest.fail(str(exc), pytrace=False)
@@ -425,8 +431,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_sep("-", "dcilab trial")
     for i, j in enumerate(s.job_plan, 1):
-        terminalreporter.write_line(f"job {i} ({j['placement']}): {len(j['cases'])} case(s), about {j['iterations']} "
-                                    f"iterations, about {j['duration_s']} s: {', '.join(j['cases'])}")
+        terminalreporter.write_line(f"job {i} ({j['placement']} on {', '.join(j.get('nodes') or [])}): "
+                                    f"{len(j['cases'])} case(s), about {j['iterations']} iterations, about "
+                                    f"{j['duration_s']} s: {', '.join(j['cases'])}")
     if s.job_plan:
         total = sum(j["duration_s"] for j in s.job_plan)
         terminalreporter.write_line(f"planned: {len(s.job_plan)} job(s), about {total // 60:.0f} min {total % 60:.0f} s "

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import testbed.connect as tc
 from drivers import registry
@@ -87,7 +88,8 @@ def test_an_emulated_lab_refuses_a_driver_it_has_no_gear_for(toy_driver: str, tm
     with pytest.raises(InventoryError) as info:
         load_inventory(path)
     text = str(info.value)
-    assert "devices[6].driver: the emulated lab has no toy otn_terminal" in text
+    i = [d["name"] for d in yaml.safe_load(EMULATED.read_text())["devices"]].index("dc-a-otn")
+    assert f"devices[{i}].driver: the emulated lab has no toy otn_terminal" in text
     assert "use one of: openconfig, openroadm (or run this inventory against real gear)" in text
 
 

@@ -39,7 +39,7 @@ def profiles_file(tmp_path: Path) -> Path:
 def trial(inventory, profiles: Path, reports: Path, profile: str, run_id: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
     cmd = [sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(inventory.source), "--profile", profile,
            "--profiles-file", str(profiles), "-k", "convergence and dp-remote-16to1", "--run-id", run_id,
-           "--report-dir", str(reports / run_id)]
+           "--report-dir", str(reports / run_id), "--no-single-site"]
     r = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert r.returncode in (0, 1, 3), r.stdout[-3000:] + r.stderr[-3000:]
     return r

@@ -182,14 +182,17 @@ def test_the_dry_run_prints_the_job_plan_one_shared_job_per_placement(tmp_path: 
                str(tmp_path / "rep"))
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
-    pp, dp = s["job_plan"]
+    local, pp, dp = s["job_plan"]        # issue 17 item 3: the single-site job first, four ranks in dc-a
+    assert local["placement"] == "local" and local["cases"] == ["single-site baseline"]
+    assert local["nodes"] == ["dc-a-gpu1", "dc-a-gpu2", "dc-a-gpu3", "dc-a-gpu4"]
     assert pp["placement"] == "pp-remote" and dp["placement"] == "dp-remote"
+    assert pp["nodes"] == dp["nodes"] == ["dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2"]   # two per site
     assert len(pp["cases"]) == 9 and len(dp["cases"]) == 4 and pp["cases"][-1].endswith("ber1e-8]")
     assert [c["name"] for c in s["cases"]] == pp["cases"] + dp["cases"]          # the order they run in
     q = load_trial().profile("quick")
     assert pp["duration_s"] == round(q.job_start_s + pp["iterations"] * q.iteration_s)
-    assert "job 1 (pp-remote): 9 case(s)" in r.stdout and "planned: 2 job(s)" in r.stdout
-    assert "of shared job 1 (pp-remote)" in r.stdout
+    assert "job 2 (pp-remote on dc-a-gpu1, dc-a-gpu2, dc-b-gpu1, dc-b-gpu2): 9 case(s)" in r.stdout
+    assert "planned: 3 job(s)" in r.stdout and "of shared job 2 (pp-remote)" in r.stdout
 
     data = json.loads(json.dumps(__import__("yaml").safe_load(DEFAULT_FILE.read_text())))
     data["profiles"]["quick-per-case"] = {"extends": "quick", "jobs": "per-case"}
@@ -199,7 +202,12 @@ def test_the_dry_run_prints_the_job_plan_one_shared_job_per_placement(tmp_path: 
                "--dry-run", "--report-dir", str(tmp_path / "rep2"))
     assert r.returncode == 0, r.stdout + r.stderr
     plan = json.loads((tmp_path / "rep2" / "summary.json").read_text())["job_plan"]
-    assert len(plan) == 13 and all(len(j["cases"]) == 1 for j in plan)
+    assert len(plan) == 14 and all(len(j["cases"]) == 1 for j in plan)
+    r = dcilab("trial", "--inventory", str(EMULATED), "--profile", "quick", "--dry-run", "--no-single-site",
+               "--report-dir", str(tmp_path / "rep3"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [j["placement"] for j in json.loads((tmp_path / "rep3" / "summary.json").read_text())["job_plan"]] \
+        == ["pp-remote", "dp-remote"]
 
 
 def test_a_shared_jobs_fault_is_judged_against_the_windows_before_and_after_it() -> None:
@@ -422,3 +430,30 @@ def test_a_case_judged_only_on_its_outcome_is_not_refused_as_too_noisy(tmp_path:
     got = json.loads((tmp_path / "summary.json").read_text())["cases"][0]
     assert got["problems"] == [] and got["criteria"][0]["measured"] == "interrupted"
     assert got["criteria"][0]["status"] == "observed"
+
+
+def test_the_nodes_of_a_placement_come_from_the_sites_and_a_short_site_is_a_clear_error(tmp_path: Path) -> None:
+    """Issue 17 item 3: ``local`` takes the layout's ranks from one site, the remote placements half
+    from each of two sites; an inventory without four nodes in a site names the file and the fixes."""
+    import yaml
+
+    from testbed.inventory import load_inventory
+    from testbed.trial.runner import NodeChoiceError, default_nodes
+    inv = load_inventory(EMULATED)
+    assert default_nodes(inv, "local", 4) == ("dc-a-gpu1", "dc-a-gpu2", "dc-a-gpu3", "dc-a-gpu4")
+    assert default_nodes(inv, "pp-remote", 4) == ("dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2")
+    assert default_nodes(inv, "dp-remote", 2) == ("dc-a-gpu1", "dc-b-gpu1")
+    data = yaml.safe_load(EMULATED.read_text())
+    data["devices"] = [d for d in data["devices"] if d["name"] not in ("dc-a-gpu3", "dc-a-gpu4")]
+    for d in data["devices"]:
+        if d.get("python"):
+            d["python"] = str((EMULATED.parent / d["python"]).resolve())
+    f = tmp_path / "two-per-site.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    small = load_inventory(f)
+    with pytest.raises(NodeChoiceError) as e:
+        default_nodes(small, "local", 4)
+    assert str(f) in str(e.value) and "needs 4 GPU nodes in one site" in str(e.value)
+    assert "dc-a: 2, dc-b: 2" in str(e.value) and "single_site: false" in str(e.value)
+    with pytest.raises(NodeChoiceError, match="needs 4 GPU nodes in each of two sites"):
+        default_nodes(small, "pp-remote", 8)

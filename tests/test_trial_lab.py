@@ -19,16 +19,17 @@ import pytest
 
 from emulator.line.control import LineControl
 from testbed.faults import Testbed, check_baseline
-from testbed.trial.profile import load_trial
+from testbed.trial.profile import DEFAULT_FILE, load_trial
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def trial_cmd(inventory, report: Path, keyword: str) -> list[str]:  # type: ignore[no-untyped-def]
+def trial_cmd(inventory, report: Path, keyword: str, single_site: bool = False) -> list[str]:  # type: ignore[no-untyped-def]
+    """The single-site job (a job of its own before the cases) only where the test is about it."""
     return [sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(inventory.source), "--profile", "quick",
-            "-k", keyword, "--report-dir", str(report)]
+            "-k", keyword, "--report-dir", str(report), *([] if single_site else ["--no-single-site"])]
 
 
 def at_baseline(inventory) -> None:  # type: ignore[no-untyped-def]
@@ -42,8 +43,8 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
     the job, the fault applied when the iteration after the before window starts and undone after
     ``hold``; the verdict's band comes from the windows before and after it in the same job."""
     rep = tmp_path / "rep"
-    r = subprocess.run(trial_cmd(inventory, rep, "bit_errors and 1e-9"), cwd=ROOT, capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(trial_cmd(inventory, rep, "bit_errors and 1e-9", single_site=True), cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]     # 1: a criterion failed (reported)
     assert re.search(r"\[trial\] test_bit_errors\[pp-remote-4to1-ber1e-9\]: iteration \d+ [\d.]+ s \(fault\), "
                      r"fault: BitErrors working@1e-09", r.stdout), r.stdout[-3000:]   # live progress
@@ -78,11 +79,28 @@ def test_one_case_leaves_a_complete_report_and_the_lab_at_baseline(emulated_lab,
     assert crit["id"] == "bit-errors.slowdown" and crit["reference"] == 0.699 and crit["measured"] == m["mean_efficiency"]
     assert case["verdict"] == ("pass" if crit["status"] == "pass" and not case["problems"] else "fail")
     assert (r.returncode == 0) == (case["verdict"] == "pass")
-    (b,) = s["baselines"].values()       # the job's unimpaired windows: equivalent compute's reference
+    # the single-site job (measured again when too noisy: a busy machine), then the case's job's windows
+    *singles, b = s["baselines"].values()
+    local = singles[-1]
+    assert 1 <= len(singles) <= 2 and all(x["placement"] == "local" for x in singles), list(s["baselines"])
     assert b["job_id"] == case["job_id"] and b["median_s"] == m["baseline_s"] and b["wan_bytes_per_iteration"] > 0
+    # issue 17 item 3: the trial's own baseline, the same four ranks in one site, before the case's job
+    assert local["placement"] == "local" and local["wan_bytes_per_iteration"] is None
+    assert {x for x in local["nodes"]} == {"dc-a-gpu1", "dc-a-gpu2", "dc-a-gpu3", "dc-a-gpu4"}
+    assert s["single_site"]["key"] == local["key"] and s["single_site"]["median_s"] == local["median_s"]
+    assert max(p["end_ns"] for p in local["series"]) < min(p["start_ns"] for p in case["series"])
+    if local["median_s"] is not None:
+        assert m["single_site_s"] == local["median_s"]
+        assert m["equivalent_compute_single_site"] == pytest.approx(
+            local["median_s"] / statistics.median(dur[k] for k in before))
+    else:                                  # too noisy to judge, twice: said in the run's errors
+        assert any("single-site baseline not measured" in x["error"] for x in s["errors"]), s["errors"]
     assert case["baseline"]["job_id"] == case["job_id"]
     runs = 1 + m.get("noisy_runs_set_aside", 0)   # a run too noisy to judge is measured again (noise.retries)
-    lines = [json.loads(x) for x in (rep / "iterations.jsonl").read_text().splitlines()]
+    every = [json.loads(x) for x in (rep / "iterations.jsonl").read_text().splitlines()]
+    for x in singles:
+        assert [y["step"] for y in every if y["job_id"] == x["job_id"]] == [p["step"] for p in x["series"]]
+    lines = [x for x in every if x["job_id"] == case["job_id"]]
     assert {x["step"] for x in lines if x["case"] == case["name"]} >= set(before + held + after)
     assert [x["step"] for x in lines] == list(range(len(lines)))            # the whole job, once
     journal = [json.loads(x) for x in (rep / "faults.jsonl").read_text().splitlines()]
@@ -159,4 +177,38 @@ def test_a_silent_gateway_fails_the_cases_that_need_it_and_the_rest_run(emulated
     conv, drop = cases["convergence"], cases["bandwidth_drop"]
     assert conv["verdict"] == "fail" and "dc-b-gw" in " ".join(conv["problems"])
     assert drop["status"] == "completed" and len(drop["series"]) > 0 and drop["criteria"]
+    at_baseline(inventory)
+
+
+def test_per_case_jobs_still_hold_the_fault_and_judge_against_a_baseline_job(emulated_lab, inventory, tmp_path):
+    """``jobs: per-case`` (a job per case, a cached baseline job) runs the fault through the same
+    hold as the shared jobs (CaseRunner.hold_fault): applied when iteration warmup + steady starts,
+    held ``hold`` iterations, undone while the job runs, its window on the record."""
+    import yaml
+    data = yaml.safe_load(DEFAULT_FILE.read_text())
+    data["profiles"]["quick-per-case"] = {"extends": "quick", "jobs": "per-case"}
+    f = tmp_path / "profiles.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    rep = tmp_path / "rep"
+    cmd = [sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(inventory.source), "--profile",
+           "quick-per-case", "--profiles-file", str(f), "-k", "bit_errors and 1e-10", "--report-dir", str(rep),
+           "--no-single-site", "--no-compare"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((rep / "summary.json").read_text())
+    (case,) = s["cases"]
+    q = load_trial().profile("quick")
+    assert case["status"] == "completed" and "-shared-" not in case["job_id"] and "paired" not in case
+    (b,) = s["baselines"].values()           # the baseline job: a job of its own, before the case's
+    assert b["placement"] == "pp-remote" and b["job_id"] != case["job_id"] and case["baseline"]["key"] == b["key"]
+    assert max(p["end_ns"] for p in b["series"]) < min(p["start_ns"] for p in case["series"])
+    (fault,) = case["faults"]
+    assert fault["kind"] == "BitErrors" and fault["applied_step"] == q.warmup + q.steady
+    assert fault["undone_step"] - fault["applied_step"] == q.hold
+    assert fault["applied_ns"] < fault["verified_ns"] < fault["undone_ns"]
+    assert [p["step"] for p in case["series"]] == list(range(q.warmup + q.steady + q.hold + q.after))
+    assert case["metrics"]["fault_step"] == fault["applied_step"]
+    journal = [json.loads(x) for x in (rep / "faults.jsonl").read_text().splitlines()]
+    assert [(j["role"], j["kind"]) for j in journal][-2:] == [("condition", "ConvergenceRatio"), ("fault", "BitErrors")]
+    assert all(j["applied_ns"] < j["undone_ns"] for j in journal)
     at_baseline(inventory)

@@ -273,6 +273,22 @@ def _paired(c: dict[str, Any]) -> str:
             "the case (A/B/A).</p><table class='paired'>" + _rows(rows) + "</table>")
 
 
+def _single_site(c: dict[str, Any]) -> str:
+    """The trial's own comparison: the same layout with every rank in one site, beside the paired one."""
+    m = dct(c.get("metrics"))
+    if "single_site_s" not in m:
+        return ""
+    rows = [("single-site job: median iteration", f"{e(num(m.get('single_site_s')))} s")]
+    if m.get("equivalent_compute_single_site") is not None:
+        what = "the window under the setting" if c.get("scenario") == "convergence" else "the window before the fault"
+        rows.append((f"equivalent compute against it ({what})", e(num(m["equivalent_compute_single_site"]))))
+    if m.get("equivalent_compute") is not None:
+        rows.append(("equivalent compute, paired (the verdict's)", e(num(m["equivalent_compute"]))))
+    return ("<p class='note'>Against the run's single-site job (placement local, measured before the first "
+            "case), as the trial compared; verdicts use the paired windows, measured in the same job.</p>"
+            "<table class='paired'>" + _rows(rows) + "</table>")
+
+
 def _img(p: Plot) -> str:
     data = base64.b64encode(p.png).decode()
     return (f"<figure><img alt='{escape(p.caption)}' src='data:image/png;base64,{data}'>"
@@ -291,6 +307,7 @@ def _case_section(i: int, c: dict[str, Any], plots: list[Plot]) -> str:
         out.append("<table><tr>" + "".join(f"<th>{escape(k)}</th>" for k in keys) + "</tr><tr>"
                    + "".join(f"<td>{e(m[k])}</td>" for k in keys) + "</tr></table>")
     out.append(_paired(c))
+    out.append(_single_site(c))
     ws = [dct(w) for w in lst(c.get("conditions")) + lst(c.get("faults"))]
     if ws:
         out.append("<table><tr><th>role</th><th>kind</th><th>target</th><th>applied step</th>"

@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run-id", default=None, help="default: UTC time + a random suffix")
     p.add_argument("-k", dest="keyword", default=None, help="only cases matching this pytest -k expression")
     p.add_argument("--dry-run", action="store_true", help="plan every case; connect to nothing")
+    p.add_argument("--no-single-site", action="store_true",
+                   help="skip the single-site baseline job (one job of the layout in one site, before the cases)")
     p.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run to release the testbed (default: refuse at once, exit 75)")
     p.add_argument("--no-compare", action="store_true",
@@ -54,6 +56,8 @@ def pytest_args(a: argparse.Namespace) -> list[str]:
         args += ["-k", a.keyword]
     if a.dry_run:
         args.append("--dry-run")
+    if a.no_single_site:
+        args.append("--no-single-site")
     if a.wait_lease:
         args += ["--wait-lease", str(a.wait_lease)]
     extra = list(a.pytest_args or [])

@@ -112,7 +112,13 @@ class Profile(Strict):
     description: str = ""
     model: str = "tiny"
     layout: Layout = Layout(pp=2, dp=2)
-    nodes: list[str] | None = Field(None, description="GPU nodes to train on (default: all of the inventory's)")
+    nodes: list[str] | None = Field(None, description="GPU nodes the remote placements train on (default: as many "
+                                                      "as the layout has ranks, half in each of two sites)")
+    single_site: bool = Field(True, description="measure the trial's own baseline once per run: the same layout "
+                                                "with every rank in one site (placement local); each case also "
+                                                "reports equivalent compute against it")
+    single_site_nodes: list[str] | None = Field(None, description="GPU nodes of the single-site job (default: the "
+                                                                  "first site with as many as the layout has ranks)")
     warmup: int = Field(2, ge=1)
     steady: int = Field(4, ge=3, description="steady iterations before the fault: the run's own baseline")
     baseline_steady: int = Field(6, ge=3, description="steady iterations of the cached baseline run")

@@ -73,6 +73,15 @@ class JobSpec:
 
 
 @dataclass
+class HeldFault:
+    """A fault being held on a running job: its window and what the probe said before the undo."""
+
+    window: FaultWindow
+    probe_report: dict[str, Any] | None = None
+    probe_error: str | None = None
+
+
+@dataclass
 class ProbePlan:
     """Probe traffic from the first iteration to the fault's undo, so that the steady
     iterations carry the same probe load as the faulted ones (on a small emulated lab the probe's
@@ -140,8 +149,33 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", s).strip("-")[:60] or "case"
 
 
-def default_nodes(inv: Inventory) -> tuple[str, ...]:
-    return tuple(d.name for d in inv.devices if d.kind == DeviceKind.GPU_NODE)
+class NodeChoiceError(ValueError):
+    """The inventory has no GPU nodes for a placement (the message names the fix)."""
+
+
+def default_nodes(inv: Inventory, placement: str, world: int) -> tuple[str, ...]:
+    """The GPU nodes a job of ``world`` ranks (one per node) trains on, in inventory order:
+    ``local`` puts every rank in the first site with enough nodes (the trial's single-site run);
+    the remote placements put half in each of the first two sites that have GPU nodes."""
+    by_site: dict[str, list[str]] = {}
+    for d in inv.devices:
+        if d.kind == DeviceKind.GPU_NODE:
+            by_site.setdefault(d.site or "", []).append(d.name)
+    have = ", ".join(f"{k or '(no site)'}: {len(v)}" for k, v in by_site.items()) or "none"
+    if placement == "local":
+        for names in by_site.values():
+            if len(names) >= world:
+                return tuple(names[:world])
+        raise NodeChoiceError(f"{inv.source}: placement 'local' needs {world} GPU nodes in one site, the inventory has "
+                              f"{have}: add GPU nodes to a site, or name them in the profile's single_site_nodes, "
+                              "or set single_site: false")
+    sites = [v for v in by_site.values() if v][:2]
+    half = world // 2
+    if len(sites) < 2 or world % 2 or any(len(v) < half for v in sites):
+        raise NodeChoiceError(f"{inv.source}: placement {placement!r} needs {half} GPU nodes in each of two sites "
+                              f"({world} ranks), the inventory has {have}: add GPU nodes, or name them in the "
+                              "profile's nodes")
+    return tuple(n for v in sites for n in v[:half])
 
 
 class CaseRunner:
@@ -197,6 +231,36 @@ class CaseRunner:
                                           rx=count("received"), run_id=self.run_id, case=case, scenario=scenario,
                                           testbed=self.inv.name, probe="service"))
 
+    def hold_fault(self, case: str, scenario: str, fault: Fault, held: HeldFault, hold: Callable[[], None],
+                   probe: ServiceProbe | None, undone_step: Callable[[], int | None]) -> None:
+        """Apply ``fault``, keep it on while ``hold()`` waits for the iterations it holds, stop the
+        probe before the undo (the revert is another event), undo it.  ``held`` is filled as it
+        goes (the caller keeps it on any way out: a Ctrl-C still reports the fault's window), and
+        the fault's window reaches the store whatever happens."""
+        w = held.window
+        self.current_fault = f"{fault.KIND} {fault.target}"
+        self.progress(f"{case}: applying {self.current_fault} at iteration {w.applied_step}")
+        rec: FaultRecord | None = None
+        try:
+            with fault.applied(self.tb) as rec:
+                w.update(rec)
+                self.progress(f"{case}: {self.current_fault} in effect")
+                try:
+                    hold()
+                finally:
+                    if probe is not None:
+                        try:
+                            held.probe_report = probe.finish(early=True)
+                            self._write_probe(case, scenario, held.probe_report)
+                        except ProbeFailed as exc:
+                            held.probe_error = str(exc)
+                w.undone_step = undone_step()
+        finally:
+            self.current_fault = None
+            if rec is not None:
+                w.update(rec)
+            self._write_fault(case, scenario, w)
+
     def run(self, case: str, scenario: str, spec: JobSpec, *, conditions: list[Fault] = (),  # type: ignore[assignment]
             fault: Fault | None = None, fault_at: int | None = None, hold: int | None = None,
             probe: ProbePlan | None = None, timeout_s: float = 900.0) -> CaseRun:
@@ -245,35 +309,21 @@ class CaseRunner:
                         else:
                             stack.callback(pr.close)
                     job.wait_for_iteration_start(fault_at, left())
-                    w = FaultWindow(fault.KIND, fault.target, "fault")
-                    fault_w.append(w)
-                    w.applied_step = len(job.events)
-                    self.current_fault = f"{fault.KIND} {fault.target}"
-                    self.progress(f"{case}: applying {self.current_fault} at iteration {w.applied_step}")
-                    rec: FaultRecord | None = None
+                    applied, running = len(job.events), job
+                    held = HeldFault(FaultWindow(fault.KIND, fault.target, "fault", applied_step=applied))
+                    fault_w.append(held.window)
+
+                    def hold_it() -> None:     # held `hold` iterations, or (None) to the job's end
+                        with contextlib.suppress(JobEnded):
+                            if hold is not None:
+                                running.wait_for_iteration(applied + hold - 1, left())
+                            else:
+                                running.wait(left())
                     try:
-                        with fault.applied(self.tb) as rec:
-                            w.update(rec)
-                            self.progress(f"{case}: {self.current_fault} in effect")
-                            try:
-                                if hold is not None:
-                                    job.wait_for_iteration(w.applied_step + hold - 1, left())
-                                else:
-                                    job.wait(left())
-                            except JobEnded:
-                                pass
-                            if pr is not None:          # before the undo: the revert is another event
-                                try:
-                                    probe_rep = pr.finish(early=True)
-                                    self._write_probe(case, scenario, probe_rep)
-                                except ProbeFailed as exc:
-                                    probe_err = str(exc)
-                            w.undone_step = len(job.events) if job.outcome is None else None
+                        self.hold_fault(case, scenario, fault, held, hold_it, pr,
+                                        lambda: len(running.events) if running.outcome is None else None)
                     finally:
-                        self.current_fault = None
-                        if rec is not None:
-                            w.update(rec)
-                        self._write_fault(case, scenario, w)
+                        probe_rep, probe_err = held.probe_report, held.probe_error or probe_err
                 outcome = job.wait(left())
                 self.progress(f"{case}: job {outcome.status}{' (' + outcome.cause + ')' if outcome.cause else ''} "
                               f"after {len(job.events)} iterations")

@@ -36,7 +36,7 @@ from .analysis import Point
 from .capabilities import probe_pair, service
 from .profile import Profile, Trial
 from .report import RunReport
-from .runner import CaseRun, CaseRunner, JobSpec, ProbePlan, default_nodes
+from .runner import CaseRun, CaseRunner, JobSpec, NodeChoiceError, ProbePlan, default_nodes
 from .shared import CasePlan, JobPool, Paired, SharedJob
 from .transport import transport_in_force
 from .verdict import FAIL, check, verdict
@@ -158,6 +158,7 @@ class TrialSession:
                             wan_bytes=self.wan_bytes)
         self.pool.on_job_end = self._job_reference
         self.job_plan: list[dict[str, Any]] = []      # the dry run's jobs: which cases share which job
+        self.single: Baseline | None = None            # the single-site job (profile.single_site)
 
     @property
     def shared(self) -> bool:
@@ -185,13 +186,13 @@ class TrialSession:
                         None if band else "no unimpaired window in the job yet", time.monotonic(),
                         sj.wan_bytes_per_iteration)
 
-    def plan_case(self, case: str, placement: str, iterations: int) -> None:
+    def plan_case(self, case: str, spec: JobSpec, iterations: int) -> None:
         """The dry run's job plan: cases on one placement share a job, in the order they run."""
         p = self.profile
         last = self.job_plan[-1] if self.job_plan else None
-        if not self.shared or last is None or last["placement"] != placement:
+        if not self.shared or last is None or last["placement"] != spec.placement:
             first = p.warmup + p.steady if self.shared else 0
-            last = {"placement": placement, "cases": [], "iterations": first}
+            last = {"placement": spec.placement, "nodes": list(spec.nodes), "cases": [], "iterations": first}
             self.job_plan.append(last)
         last["cases"].append(case)
         last["iterations"] += iterations
@@ -268,7 +269,8 @@ class TrialSession:
 
     def spec(self, placement: str, steps: int) -> JobSpec:
         p = self.profile
-        nodes = tuple(p.nodes) if p.nodes else default_nodes(self.inv)
+        chosen = p.single_site_nodes if placement == "local" else p.nodes
+        nodes = tuple(chosen) if chosen else default_nodes(self.inv, placement, p.layout.world)
         return JobSpec(model=p.model, tp=p.layout.tp, pp=p.layout.pp, dp=p.layout.dp, placement=placement,
                        steps=steps, warmup=p.warmup, nodes=nodes, extra=tuple(p.workload_args),
                        pg_timeout_s=p.pg_timeout_s, startup_timeout_s=p.startup_timeout_s,
@@ -283,6 +285,9 @@ class TrialSession:
         if self.shared:      # each case's reference comes from its own job's windows (CaseContext.reference)
             return Baseline(f"paired-{placement}", spec, [], None, None, {}, "",
                             "shared jobs: each case is judged against the unimpaired windows of its own job")
+        return self._measured(spec, placement)
+
+    def _measured(self, spec: JobSpec, placement: str) -> Baseline:
         key = spec.baseline_key()
         while True:
             b = self._baseline(spec, placement)
@@ -290,6 +295,35 @@ class TrialSession:
                 return b
             self.progress(f"{b.key}: {b.error}; measuring it again ({self._tries[key]} of {BASELINE_TRIES} jobs)")
             b.measured_at = -math.inf          # stale: the next call measures anew
+
+    def measure_single_site(self) -> Baseline | None:
+        """The trial's own baseline: the same layout with every rank in one site (placement
+        ``local``), measured once per run before the first case (no shared job runs then: they
+        would share nodes and CPUs).  Each case reports equivalent compute against it beside the
+        paired one; verdicts stay on the paired figures, measured minutes apart from it at most
+        seconds.  A single-site job that fails is reported in the run's errors; the cases go on."""
+        p = self.profile
+        if not p.single_site or self.single is not None:
+            return self.single
+        try:
+            spec = self.spec("local", p.warmup + p.baseline_steady)
+        except NodeChoiceError as exc:
+            self.report.add_error(f"single-site baseline not measured: {exc}")
+            self.progress(f"single-site baseline not measured: {exc}")
+            self.single = Baseline("single-site", None, [], None, None, {}, "", str(exc))  # type: ignore[arg-type]
+            return self.single
+        if self.dry_run:
+            self.job_plan.append({"placement": "local", "nodes": list(spec.nodes), "cases": ["single-site baseline"],
+                                  "iterations": spec.steps, "duration_s": round(p.job_start_s + spec.steps * p.iteration_s)})
+        self.single = b = self._measured(spec, "local")
+        if not self.dry_run:
+            if not b.ok:
+                self.report.add_error(f"single-site baseline not measured: {b.error}")
+            self.report.set(single_site={"key": b.key, "median_s": b.median_s, "job_id": b.job_id,
+                                         "nodes": list(spec.nodes), "error": b.error})
+            self.progress(f"single-site baseline ({', '.join(spec.nodes)}): "
+                          + (f"median {b.median_s:.3f} s" if b.median_s else f"not measured: {b.error}"))
+        return self.single
 
     def _baseline(self, spec: JobSpec, placement: str) -> Baseline:
         p = self.profile
@@ -317,7 +351,7 @@ class TrialSession:
                 err = (f"the baseline's steady window is too noisy (robust CV {band.cv:.2f} > {p.noise.max_cv:.2f}, "
                        "noise.max_cv): was the machine busy?")
             per_it = (wan1 - wan0) / len(run.series) if wan0 is not None and wan1 is not None \
-                and wan1 >= wan0 and run.series else None
+                and wan1 >= wan0 and run.series and placement != "local" else None   # local: nothing crosses
             b = Baseline(name, spec, run.series, band.center_s if band and not err else None, band, run.outcome,
                          run.job_id, err, time.monotonic(), per_it, noisy=noisy)
             self.baselines[key] = b
@@ -391,7 +425,7 @@ class CaseContext:
         spec = self.s.spec(placement, steps)
         if self.s.dry_run:
             import pytest
-            self.s.plan_case(self.name, placement, self._expected_iterations(steps, conditions, fault, hold, probe))
+            self.s.plan_case(self.name, spec, self._expected_iterations(steps, conditions, fault, hold, probe))
             plan = self.s.runner.plan(self.name, spec, list(conditions), fault)
             self._record({"status": "planned", "plan": plan}, verdict_="planned")
             job = (f"about {self._expected_iterations(steps, conditions, fault, hold, probe)} iterations of shared "
@@ -461,7 +495,18 @@ class CaseContext:
                     r = statistics.median(x.duration_s for x in ref)
                     m[f"reference_{side}_s"] = r
                     m[f"equivalent_compute_{side}"] = analysis.equivalent_compute(r, pts)
+        self._single_site(m, pts)
         return m
+
+    def _single_site(self, m: dict[str, Any], pts: list[float]) -> None:
+        """Equivalent compute as the trial defined it: the single-site job's median iteration over
+        ``pts`` (a convergence case's shaped window; a fault case's window before the fault)."""
+        ss = self.s.single
+        if ss is None:
+            return
+        m["single_site_s"] = ss.median_s
+        if ss.median_s and pts:
+            m["equivalent_compute_single_site"] = analysis.equivalent_compute(ss.median_s, pts)
 
     def fault_metrics(self, run: CaseRun, baseline: Baseline) -> dict[str, Any]:
         baseline = self.reference or baseline
@@ -501,6 +546,10 @@ class CaseContext:
         if w is not None and w.details.get("active_length_km") is not None:
             m["new_path_km"] = w.details["active_length_km"]
             m["moved_after_s"] = w.details.get("moved_after_s")
+        if pr is not None and pr.before:
+            self._single_site(m, [x.duration_s for x in pr.before])
+        elif w is not None and w.applied_step is not None:
+            self._single_site(m, [x.duration_s for x in analysis.steady(run.series, w.applied_step)])
         return m
 
     # ---------------------------------------------------------------------------------- verdict

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import DriverError
-from testbed.faults import Fault, FaultError, FaultRecord
+from testbed.faults import Fault, FaultError
 from testbed.faults.ops import UndoFailed
 from testbed.jobs import JobEnded, JobError, TrainingJob
 from testbed.jobs.events import IterationEvent
@@ -40,7 +40,7 @@ from testbed.jobs.events import IterationEvent
 from . import analysis
 from .analysis import Point
 from .probe import ProbeFailed
-from .runner import CaseRun, CaseRunner, FaultWindow, JobSpec, ProbePlan, _slug
+from .runner import CaseRun, CaseRunner, FaultWindow, HeldFault, JobSpec, ProbePlan, _slug
 
 ENDLESS = 100_000
 """The shared job's ``--steps``: more than any run needs; the pool ends the job when its cases are done."""
@@ -327,33 +327,18 @@ class JobPool:
                     paired = Paired([sj.point(s) for s in a_before], [sj.point(s) for s in a_after])
                 else:
                     fault = plan.fault
-                    w = FaultWindow(fault.KIND, fault.target, "fault")
+                    applied, job = sj.at_start_after(before, left()), sj.job
+                    w = FaultWindow(fault.KIND, fault.target, "fault", applied_step=applied)
+                    hf = HeldFault(w)
                     fault_w.append(w)
-                    w.applied_step = sj.at_start_after(before, left())
-                    r.current_fault = f"{fault.KIND} {fault.target}"
                     sj.current_phase = "fault"
-                    r.progress(f"{plan.case}: applying {r.current_fault} at iteration {w.applied_step}")
-                    rec: FaultRecord | None = None
                     try:
-                        with fault.applied(r.tb) as rec:
-                            w.update(rec)
-                            r.progress(f"{plan.case}: {r.current_fault} in effect")
-                            try:
-                                sj.job.wait_for_iteration(w.applied_step + plan.hold - 1, left())
-                            finally:
-                                if pr is not None:      # before the undo: the revert is another event
-                                    try:
-                                        probe_rep = pr.finish(early=True)
-                                        r._write_probe(plan.case, plan.scenario, probe_rep)
-                                    except ProbeFailed as exc:
-                                        probe_err = str(exc)
-                            w.undone_step = sj.in_progress()
+                        r.hold_fault(plan.case, plan.scenario, fault, hf,
+                                     lambda: job.wait_for_iteration(applied + plan.hold - 1, left()), pr, sj.in_progress)
                     finally:
-                        r.current_fault = None
-                        if rec is not None:
-                            w.update(rec)
-                        r._write_fault(plan.case, plan.scenario, w)
-                    held = list(range(w.applied_step, w.undone_step))
+                        probe_rep, probe_err = hf.probe_report, hf.probe_error or probe_err
+                    assert w.undone_step is not None
+                    held = list(range(applied, w.undone_step))
                     sj.windows.append(Window("fault", plan.case, key, held))
                     series += held
                     sj.changed()

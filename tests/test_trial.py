@@ -457,3 +457,9 @@ def test_the_nodes_of_a_placement_come_from_the_sites_and_a_short_site_is_a_clea
     assert "dc-a: 2, dc-b: 2" in str(e.value) and "single_site: false" in str(e.value)
     with pytest.raises(NodeChoiceError, match="needs 4 GPU nodes in each of two sites"):
         default_nodes(small, "pp-remote", 8)
+    r = dcilab("trial", "--inventory", str(f), "--profile", "quick", "--dry-run", "--report-dir", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stdout + r.stderr       # the cases are planned; the run says what it lacks
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert [j["placement"] for j in s["job_plan"]] == ["pp-remote", "dp-remote"]
+    assert any("single-site baseline not measured" in x["error"] and "single_site: false" in x["error"]
+               for x in s["errors"]), s["errors"]

@@ -711,23 +711,18 @@ class TrainingJob:
 
         Three ``ps`` snapshots before giving up (a clean CI run once found none in one), and the
         error shows what the process group held, so that a next time says why."""
-        job = self.jobs.get(node)
-        if job is None or not job.pgid:
-            raise JobError(f"no job started on {node}")
-        ps = ""
         for attempt in range(3):
             if attempt:
                 time.sleep(0.3)
-            ps = self.nodes[node].run("ps -e -o pid=,ppid=,pgid=,stat=,args=", timeout=15).stdout
-            rows = "\n".join(f"{a} {b} {c} {args}" for a, b, c, _, args in
-                             (ln.split(None, 4) for ln in ps.splitlines() if len(ln.split(None, 4)) == 5))
-            pids = torchrun_workers(rows, job.pgid)
+            pids = self.worker_pids(node)
             if pids:
                 break
         else:
-            group = [ln.strip() for ln in ps.splitlines() if len(ln.split()) > 2 and ln.split()[2] == str(job.pgid)]
+            pgid = self.jobs[node].pgid
+            group = self.nodes[node].run(f"ps -e -o pid=,ppid=,pgid=,stat=,args= | awk '$3 == {int(pgid)}'",
+                                         timeout=15).stdout.strip().splitlines()
             state = self._outcome.status if self._outcome is not None else "running"
-            raise JobError(f"no torchrun worker on {node} (process group {job.pgid}, job {state}); "
+            raise JobError(f"no torchrun worker on {node} (process group {pgid}, job {state}); "
                            f"the group holds (pid ppid pgid stat args): {group or 'nothing'}")
         self.nodes[node].run(f"kill -{sig} {' '.join(map(str, pids))}", timeout=15)
         return pids

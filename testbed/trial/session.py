@@ -301,7 +301,8 @@ class TrialSession:
         ``local``), measured once per run before the first case (no shared job runs then: they
         would share nodes and CPUs).  Each case reports equivalent compute against it beside the
         paired one; verdicts stay on the paired figures, measured minutes apart from it at most
-        seconds.  A single-site job that fails is reported in the run's errors; the cases go on."""
+        seconds.  A single-site job that fails, or an inventory without the nodes for it, is
+        reported in the run's errors; the cases go on."""
         p = self.profile
         if not p.single_site or self.single is not None:
             return self.single
@@ -310,8 +311,7 @@ class TrialSession:
         except NodeChoiceError as exc:
             self.report.add_error(f"single-site baseline not measured: {exc}")
             self.progress(f"single-site baseline not measured: {exc}")
-            self.single = Baseline("single-site", None, [], None, None, {}, "", str(exc))  # type: ignore[arg-type]
-            return self.single
+            return None
         if self.dry_run:
             self.job_plan.append({"placement": "local", "nodes": list(spec.nodes), "cases": ["single-site baseline"],
                                   "iterations": spec.steps, "duration_s": round(p.job_start_s + spec.steps * p.iteration_s)})

@@ -342,6 +342,22 @@ def test_layouts_give_the_same_numbers(tmp_path):
     assert all(math.isclose(x["lm_loss"], loss, rel_tol=1e-5) for x, loss in zip(parsed, l1, strict=True))
 
 
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+def test_four_stages_have_middle_stages_without_data(schedule, tmp_path):
+    """PP=4: stages 1 and 2 neither read the batch nor compute the loss, yet the run reproduces
+    the single-process losses (a middle stage once indexed a batch only the ends hold)."""
+    p1, o1 = _run(["--steps", "3"], 1, tmp_path, "single")
+    assert p1.returncode == 0, p1.stderr[-3000:]
+    p4, o4 = _run(["--pp", "4", "--placement", "pp-remote", "--sites", "a,a,b,b", "--steps", "3",
+                   "--schedule", schedule], 4, tmp_path, f"pp4-{schedule}")
+    assert p4.returncode == 0, p4.stderr[-3000:]
+    info = json.loads(p4.stderr.split("workload.train: ", 1)[1].splitlines()[0])
+    assert info["stage_sites"] == [["a"], ["a"], ["b"], ["b"]] and info["cross_site"]["pp"] == 1
+    l1 = [r["loss"] for r in _lines(o1)]
+    l4 = [r["loss"] for r in _lines(o4)]
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(l1, l4, strict=True)), (l1, l4)
+
+
 def test_bad_layout_exits_with_message(tmp_path):
     p, out = _run(["--pp", "2", "--steps", "1"], 1, tmp_path, "bad")
     assert p.returncode == 2

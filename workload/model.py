@@ -74,6 +74,10 @@ MODELS: dict[str, ModelConfig] = {
     # ~1 s per iteration with PP=2 on 2 vCPUs (gloo); ~10M parameters
     "tiny": ModelConfig("tiny", dim=256, n_layers=8, n_heads=8, n_kv_heads=2, ffn_dim=704,
                         vocab_size=8192, seq_len=256, micro_batch_size=2, num_microbatches=4, lr=1e-3),
+    # the tiny model with multi-head attention like LLaMA 7B/13B (KV heads = heads), so that TP
+    # 2, 4 or 8 divides it: the `scale` profile's TP:PP:DP 4:4:2 (16 ranks per site)
+    "tiny-mha": ModelConfig("tiny-mha", dim=256, n_layers=8, n_heads=8, n_kv_heads=8, ffn_dim=704,
+                            vocab_size=8192, seq_len=256, micro_batch_size=2, num_microbatches=4, lr=1e-3),
     # the trial's shapes (LLaMA-1/2 7B and 13B: MHA, untied, vocab 32000)
     "llama-7b": ModelConfig("llama-7b", dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008,
                             vocab_size=32000, seq_len=4096, micro_batch_size=1, num_microbatches=8, lr=3e-4),

@@ -179,7 +179,7 @@ class Trainer:
         return batch[lo:lo + self.mbs]
 
     def _fwd(self, batch, m, inp):
-        seqs = self._micro(batch, m)
+        seqs = self._micro(batch, m) if batch is not None else None   # middle stages (pp > 2) have no batch
         if self.g.first:
             inp = seqs[:, :-1].to(self.device)
         else:

@@ -136,6 +136,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
     params = profile.params(marker.args[0])
+    if not params:   # the profile runs no case of this scenario: deselected at collection, not skipped
+        metafunc.parametrize("params", [None], ids=["not-in-profile"])
+        return
     if profile.repeats > 1:
         params = [{**p, "repeat": r + 1} for p in params for r in range(profile.repeats)]
     # A degraded (canary) profile injects other fault parameters under the planned case names, so
@@ -195,7 +198,16 @@ def _share_order(config: pytest.Config, items: list[pytest.Item]) -> None:
         items[i] = it
 
 
+def _not_in_profile(item: pytest.Item) -> bool:
+    cs = getattr(item, "callspec", None)
+    return cs is not None and "params" in cs.params and cs.params["params"] is None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gone = [it for it in items if _not_in_profile(it)]
+    if gone:     # scenarios the profile has no parameters for (e.g. the scale profile's convergence only)
+        config.hook.pytest_deselected(items=gone)
+        items[:] = [it for it in items if not _not_in_profile(it)]
     _share_order(config, items)
     reason = lab_unavailable_reason()
     inv = None
@@ -431,7 +443,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.write_sep("-", "dcilab trial")
     for i, j in enumerate(s.job_plan, 1):
-        terminalreporter.write_line(f"job {i} ({j['placement']} on {', '.join(j.get('nodes') or [])}): "
+        per = j.get("nproc_per_node") or 1
+        ranks = f", {per} ranks each" if per > 1 else ""
+        terminalreporter.write_line(f"job {i} ({j['placement']} on {', '.join(j.get('nodes') or [])}{ranks}): "
                                     f"{len(j['cases'])} case(s), about {j['iterations']} iterations, about "
                                     f"{j['duration_s']} s: {', '.join(j['cases'])}")
     if s.job_plan:

@@ -56,6 +56,26 @@ def test_external_command_template(inv, tmp_path):
     assert job.specs[1].name == "dc-b-gpu2"
 
 
+def test_several_ranks_per_node_up_to_its_gpus(inv, tmp_path):
+    """Issue 18 item 4: one torchrun per node with nproc_per_node workers; the sites stay one per
+    node (workload.train spreads them over the node's ranks), and a node with fewer gpus than
+    ranks is refused naming the inventory and the fix."""
+    nodes = ["dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2"]
+    args = ["--model", "tiny-mha", "--tp", "4", "--pp", "4", "--dp", "2", "--placement", "pp-remote"]
+    job = TrainingJob(inv, nodes, args, "r-8", report_dir=tmp_path, metrics=None, nproc_per_node=8)
+    c = job.node_command(job.specs[3])
+    assert "--nnodes 4 --nproc-per-node 8" in c and "--sites dc-a,dc-a,dc-b,dc-b" in c
+    ext = TrainingJob(inv, nodes[:2], run_id="ext", report_dir=tmp_path, metrics=None, nproc_per_node=4,
+                      command="torchrun --nnodes {nnodes} --nproc-per-node {nproc_per_node} x.py")
+    assert "--nnodes 2 --nproc-per-node 4 x.py" in ext.node_command(ext.specs[0])
+    with pytest.raises(JobError) as e:
+        TrainingJob(inv, nodes, args, "r-16", report_dir=tmp_path, metrics=None, nproc_per_node=16)
+    assert str(inv.source) in str(e.value) and "dc-a-gpu1 (8)" in str(e.value) and "gpus: 16" in str(e.value)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(JobError, match="positive integer"):
+            TrainingJob(inv, nodes, args, "r-x", report_dir=tmp_path, metrics=None, nproc_per_node=bad)
+
+
 @pytest.mark.parametrize("nodes,args,rid,msg", [
     (["dc-a-gpu1"], [], "bad id!", "run_id"),
     (["dc-a-gpu1"], [], "x\n", "run_id"),                # `$` would match before the newline

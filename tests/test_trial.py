@@ -463,3 +463,48 @@ def test_the_nodes_of_a_placement_come_from_the_sites_and_a_short_site_is_a_clea
     assert [j["placement"] for j in s["job_plan"]] == ["pp-remote", "dp-remote"]
     assert any("single-site baseline not measured" in x["error"] and "single_site: false" in x["error"]
                for x in s["errors"]), s["errors"]
+
+
+def test_sixteen_ranks_per_site_fill_whole_nodes_of_eight(tmp_path: Path) -> None:
+    """Issue 18 item 4: the scale profile's TP:PP:DP 4:4:2 takes two 8-rank nodes per site for the
+    remote placements and four in one site for the single-site job; nodes with fewer gpus are
+    passed over; a profile whose ranks do not fill whole nodes is refused with file, line and fix."""
+    import yaml
+
+    from testbed.inventory import load_inventory
+    from testbed.trial.runner import NodeChoiceError, default_nodes
+    inv = load_inventory(EMULATED)
+    assert default_nodes(inv, "pp-remote", 32, 8) == ("dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2")
+    assert default_nodes(inv, "local", 32, 8) == ("dc-a-gpu1", "dc-a-gpu2", "dc-a-gpu3", "dc-a-gpu4")
+    data = yaml.safe_load(EMULATED.read_text())
+    for d in data["devices"]:
+        if d.get("python"):
+            d["python"] = str((EMULATED.parent / d["python"]).resolve())
+        if d["name"] == "dc-a-gpu1":
+            d["gpus"] = 4
+    f = tmp_path / "one-small-node.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    small = load_inventory(f)
+    assert default_nodes(small, "pp-remote", 32, 8) == ("dc-a-gpu2", "dc-a-gpu3", "dc-b-gpu1", "dc-b-gpu2")
+    with pytest.raises(NodeChoiceError, match=r"needs 4 GPU nodes with 8 gpus in one site \(32 ranks, 8 per node\)"):
+        default_nodes(small, "local", 32, 8)
+    with pytest.raises(NodeChoiceError, match="do not fill nodes of 3 ranks"):
+        default_nodes(inv, "pp-remote", 32, 3)
+
+    text = (ROOT / "cases" / "profiles.yaml").read_text()
+    for bad, msg in (("nproc_per_node: 3", "does not divide the layout's 32 ranks"),
+                     ("nproc_per_node: 32", "which do not fill nodes of 32 ranks"),
+                     ("nproc_per_node: 8\n    nodes: [dc-a-gpu1, dc-b-gpu1]", "nodes: 2 node(s) x nproc_per_node 8")):
+        pf = tmp_path / "profiles.yaml"
+        pf.write_text(text.replace("nproc_per_node: 8", bad, 1))
+        r = dcilab("trial", "--profiles-file", str(pf), "--profile", "scale", "--dry-run", "--report-dir", str(tmp_path / "r"))
+        assert r.returncode != 0 and msg in r.stdout + r.stderr, (bad, r.stdout + r.stderr)
+        assert f"{pf}:" in r.stdout + r.stderr and "profiles.scale" in r.stdout + r.stderr
+
+    r = dcilab("trial", "--profile", "scale", "--dry-run", "--report-dir", str(tmp_path / "plan"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    plan = json.loads((tmp_path / "plan" / "summary.json").read_text())["job_plan"]
+    assert [(j["placement"], j["nproc_per_node"], len(j["nodes"])) for j in plan] == [
+        ("local", 8, 4), ("pp-remote", 8, 4), ("dp-remote", 8, 4)]
+    assert "dc-a-gpu2, dc-b-gpu1, dc-b-gpu2, 8 ranks each" in r.stdout
+    assert "4 deselected" in r.stdout        # the scenarios the profile does not run: not collected, not skipped

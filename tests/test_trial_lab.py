@@ -216,3 +216,33 @@ def test_per_case_jobs_still_hold_the_fault_and_judge_against_a_baseline_job(emu
     assert [(j["role"], j["kind"]) for j in journal][-2:] == [("condition", "ConvergenceRatio"), ("fault", "BitErrors")]
     assert all(j["applied_ns"] < j["undone_ns"] for j in journal)
     at_baseline(inventory)
+
+
+def test_sixteen_ranks_per_site_train_and_are_judged(emulated_lab, inventory, tmp_path):
+    """Issue 18 item 4: the scale profile's TP:PP:DP 4:4:2 (the trial's layout at the PP-remote 16:1
+    criterion), 8 ranks on each of two nodes per site: one torchrun per node, 32 ranks, the
+    pipeline's first two stages in dc-a and the last two in dc-b, and the case judged on its
+    paired windows like any other (or, on a machine too busy for its windows, said to be so)."""
+    rep = tmp_path / "rep"
+    cmd = [sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(inventory.source), "--profile", "scale",
+           "-k", "convergence and pp-remote and 16", "--report-dir", str(rep), "--no-single-site", "--no-compare"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((rep / "summary.json").read_text())
+    (case,) = s["cases"]
+    assert case["status"] == "completed", case
+    job_dir = rep / "cases" / case["job_id"]
+    logs = sorted(p.name for p in job_dir.glob("*.log"))
+    assert logs == ["dc-a-gpu1.rank0.log", "dc-a-gpu2.rank1.log", "dc-b-gpu1.rank2.log", "dc-b-gpu2.rank3.log"]
+    info = json.loads((job_dir / logs[0]).read_text().split("workload.train: ", 1)[1].splitlines()[0])
+    assert (info["world"], info["layout"], info["model"]) == (32, "tp4-pp4-dp2", "tiny-mha")   # 4 torchruns x 8
+    assert info["stage_sites"] == [["dc-a"], ["dc-a"], ["dc-b"], ["dc-b"]] and info["cross_site"] == {
+        "pp": 8, "dp": 0, "tp": 0}
+    (b,) = [x for x in s["baselines"].values() if x["placement"] == "pp-remote"]
+    assert b["nproc_per_node"] == 8 and b["nodes"] == ["dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2"]
+    (crit,) = [c for c in case["criteria"] if c["id"] == "convergence.pp-remote.16"]
+    if case["verdict"] in ("pass", "fail"):
+        assert crit["status"] == case["verdict"] and 0.0 < case["metrics"]["equivalent_compute"] < 2.0
+    else:                               # the honest "cannot judge" of a busy machine, with its reason
+        assert any("too noisy" in p for p in case["problems"]), case
+    at_baseline(inventory)

@@ -95,6 +95,8 @@ def _devices(parts: Parts, raw: dict[str, set[str]]) -> Iterator[Finding]:
             endpoints[key] = d.name
         if d.python is not None and d.kind != DeviceKind.GPU_NODE:
             yield (("devices", i, "python"), "only a gpu_node has a Python environment", "remove 'python'")
+        if d.gpus is not None and d.kind != DeviceKind.GPU_NODE:
+            yield (("devices", i, "gpus"), "only a gpu_node has GPUs that run training ranks", "remove 'gpus'")
         if d.data_interface is not None and d.kind != DeviceKind.GPU_NODE:
             yield (("devices", i, "data_interface"), "only a gpu_node names its data interface",
                    "remove 'data_interface'")

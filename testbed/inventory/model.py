@@ -136,6 +136,10 @@ class Device(Strict):
     data_address: ipaddress.IPv4Address | None = Field(
         None, description="address on the site fabric (GPU nodes, gateways): training traffic")
     python: str | None = Field(None, description="GPU node: the Python interpreter of the node's environment")
+    gpus: int | None = Field(
+        None, ge=1, le=64,
+        description="GPU node: its accelerators (default 1); a job runs at most this many ranks on it "
+                    "(torchrun --nproc-per-node, the profile's nproc_per_node)")
     data_interface: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$",
         description="GPU node: the interface holding data_address (probe traffic, NCCL/gloo socket); "
@@ -360,6 +364,10 @@ class Inventory(Strict):
         if not path.is_absolute() and self._source is not None:
             path = self._source.parent / path
         return Path(os.path.normpath(path))
+
+    def node_gpus(self, dev: Device) -> int:
+        """The ranks a GPU node can run at once: ``gpus``, 1 when not given."""
+        return dev.gpus or 1
 
     def node_python(self, dev: Device) -> str:
         """The interpreter a GPU node's jobs, probe and facts run with: ``python`` (default

@@ -2,9 +2,10 @@
 
 One ``torchrun`` per node through the GPU node driver (:meth:`drivers.gpu_node.GpuNode.start`:
 its own process group, output streamed back line by line), c10d rendezvous hosted by the first
-node on its data address, one process per node.  c10d assigns ranks in the order of the nodes'
-``--local-addr`` (the data addresses, compared as strings), so the launcher derives the node ranks
-from the inventory the same way and hands ``workload.train`` the sites in that order.
+node on its data address, ``nproc_per_node`` ranks per node (at most the node's ``gpus``).  c10d
+assigns node ranks in the order of the nodes' ``--local-addr`` (the data addresses, compared as
+strings) and global ranks node by node, so the launcher derives the node ranks from the inventory
+the same way and hands ``workload.train`` the sites in that order (one per node).
 
 Every line of every node is kept in ``<report_dir>/<node>.rank<R>.log`` (written by the
 controller as the lines arrive; the node keeps its own copy next to its ``--out`` file).
@@ -134,6 +135,19 @@ def node_specs(inv: Inventory, nodes: Sequence[str]) -> list[NodeSpec]:
     return [NodeSpec(name=n, site=s, rank=r, data_address=a, python=p) for r, (a, n, s, p) in enumerate(devs)]
 
 
+def check_nproc(inv: Inventory, nodes: Sequence[str], nproc_per_node: int) -> int:
+    """Ranks per node: a positive integer no larger than any chosen node's ``gpus``."""
+    if isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int) or nproc_per_node < 1:
+        raise JobError(f"nproc_per_node must be a positive integer, got {nproc_per_node!r}")
+    short = [f"{n} ({inv.node_gpus(inv.device(n))})" for n in nodes if inv.node_gpus(inv.device(n)) < nproc_per_node]
+    if short:
+        raise JobError(f"{inv.source or inv.name}: the job runs {nproc_per_node} ranks per node but "
+                       f"{', '.join(short)} {'has' if len(short) == 1 else 'have'} fewer GPUs: give "
+                       f"{'it' if len(short) == 1 else 'them'} gpus: {nproc_per_node} in the inventory if "
+                       "they have them, or run fewer ranks per node (the profile's nproc_per_node)")
+    return nproc_per_node
+
+
 # torchrun's agent as ps shows it: ``python -m torch.distributed.run ...`` or the ``torchrun`` script
 # (run by its interpreter); the shells around it carry the same words further along their command lines
 _AGENT = re.compile(r"^(\S*/)?python[\d.]*(\s+-\S+)*?\s+(-m\s+torch\.distributed\.(run|launch)|(\S*/)?torchrun)(\s|$)")
@@ -168,7 +182,8 @@ class TrainingJob:
     ``workload_args``: arguments of ``python -m workload.train`` (``--sites``, ``--run-id``,
     ``--out`` and ``--pg-timeout-s`` are added unless given).  ``command``: instead of the
     workload, an external training command per node (a template with ``{node_rank}``,
-    ``{nnodes}``, ``{master_addr}``, ``{master_port}``, ``{run_id}``, ``{local_addr}``), run as
+    ``{nnodes}``, ``{nproc_per_node}``, ``{master_addr}``, ``{master_port}``, ``{run_id}``,
+    ``{local_addr}``), run as
     is with ``parser`` (e.g. :class:`MegatronParser`) reading its iteration lines.
     """
 
@@ -178,6 +193,7 @@ class TrainingJob:
                  pg_timeout_s: float | None = None, startup_timeout_s: float = 120.0, stall_factor: float = 20.0,
                  min_stall_s: float = 30.0, baseline_s: float | None = None, settle_s: float = 3.0,
                  stop_grace_s: float = 5.0, rdzv_port: int = 29500, socket_ifname: str | None = "auto",
+                 nproc_per_node: int = 1,
                  ship: bool | None = None, remote_dir: str | None = None, command: str | None = None,
                  parser: IterationParser | None = None, env: dict[str, str] | None = None,
                  connect: Callable[[Inventory, str], GpuNode] | None = None) -> None:
@@ -187,6 +203,7 @@ class TrainingJob:
             raise JobError(str(exc)) from None
         self.inv, self.run_id = inv, run_id
         self.specs = node_specs(inv, nodes)
+        self.nproc_per_node = check_nproc(inv, nodes, nproc_per_node)
         self.workload_args = list(workload_args)
         self.command = command
         if command is None:
@@ -265,12 +282,13 @@ class TrainingJob:
         """The shell command started on ``spec``'s node."""
         master = self.specs[0].data_address
         if self.command is not None:
-            inner = self.command.format(node_rank=spec.rank, nnodes=len(self.specs), master_addr=master,
+            inner = self.command.format(node_rank=spec.rank, nnodes=len(self.specs),
+                                        nproc_per_node=self.nproc_per_node, master_addr=master,
                                         master_port=self.rdzv_port, run_id=self.run_id, local_addr=spec.data_address)
         else:
             q = shlex.quote
             torchrun = [spec.python, "-m", "torch.distributed.run", "--nnodes", str(len(self.specs)),
-                        "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", self.run_id,
+                        "--nproc-per-node", str(self.nproc_per_node), "--rdzv-backend", "c10d", "--rdzv-id", self.run_id,
                         "--rdzv-endpoint", f"{master}:{self.rdzv_port}",
                         "--rdzv-conf", f"is_host={int(spec.rank == 0)},join_timeout={int(self.startup_timeout_s)}",
                         "--local-addr", spec.data_address, "--max-restarts", "0", "--monitor-interval", "0.2",

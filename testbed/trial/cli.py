@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--inventory", type=Path, default=None,
                    help="testbed inventory (default: $DCILAB_INVENTORY or inventory/emulated.yaml)")
-    p.add_argument("--profile", default="quick", help="quick | full | nightly (cases/profiles.yaml)")
+    p.add_argument("--profile", default="quick", help="quick | full | nightly | scale | degraded (cases/profiles.yaml)")
     p.add_argument("--profiles-file", type=Path, default=None, help="profiles and criteria file")
     p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<run-id>")
     p.add_argument("--run-id", default=None, help="default: UTC time + a random suffix")

@@ -114,6 +114,8 @@ class Profile(Strict):
     layout: Layout = Layout(pp=2, dp=2)
     nodes: list[str] | None = Field(None, description="GPU nodes the remote placements train on (default: as many "
                                                       "as the layout has ranks, half in each of two sites)")
+    nproc_per_node: int = Field(1, ge=1, le=64, description="ranks per GPU node (torchrun --nproc-per-node; "
+                                                           "each chosen node must have as many gpus)")
     single_site: bool = Field(True, description="measure the trial's own baseline once per run: the same layout "
                                                 "with every rank in one site (placement local); each case also "
                                                 "reports equivalent compute against it")
@@ -150,6 +152,25 @@ class Profile(Strict):
         default_factory=dict, description="a canary: inject these fault parameters instead of the planned ones, "
                                           "under the planned case names, so the comparison must flag it")
     regression: Regression = Regression()
+
+    @model_validator(mode="after")
+    def _ranks_fill_nodes(self) -> Profile:
+        n, w = self.nproc_per_node, self.layout.world
+        if w % n:
+            raise ValueError(f"nproc_per_node: {n} does not divide the layout's {w} ranks ({self.layout.name}): "
+                             "choose a divisor, or change the layout")
+        if (w // n) % 2 and any(p != "local" for p in self._placements()):
+            raise ValueError(f"nproc_per_node: {n}: the remote placements put {w // 2} of the layout's {w} ranks in "
+                             f"each site, which do not fill nodes of {n} ranks: choose a divisor of {w // 2}")
+        for field in ("nodes", "single_site_nodes"):
+            names = getattr(self, field)
+            if names is not None and len(names) * n != w:
+                raise ValueError(f"{field}: {len(names)} node(s) x nproc_per_node {n} = {len(names) * n} ranks, the "
+                                 f"layout {self.layout.name} has {w}: name {w // n} nodes")
+        return self
+
+    def _placements(self) -> set[Any]:
+        return {v for axes in self.scenarios.values() for v in axes.get("placement", [])}
 
     def injected(self, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters a case really injects: the planned ones with the profile's ``degrade``."""

@@ -58,6 +58,7 @@ class JobSpec:
     pg_timeout_s: float = 120.0
     startup_timeout_s: float = 180.0
     min_stall_s: float = 30.0           # the watchdog's least "no iteration for" bound (above any QP retry budget)
+    nproc_per_node: int = 1             # ranks per node (torchrun --nproc-per-node)
 
     @property
     def layout(self) -> str:
@@ -69,7 +70,7 @@ class JobSpec:
                 *self.extra]
 
     def baseline_key(self) -> tuple[Any, ...]:
-        return (self.model, self.layout, self.placement, self.nodes, self.extra)
+        return (self.model, self.layout, self.placement, self.nodes, self.nproc_per_node, self.extra)
 
 
 @dataclass
@@ -153,29 +154,39 @@ class NodeChoiceError(ValueError):
     """The inventory has no GPU nodes for a placement (the message names the fix)."""
 
 
-def default_nodes(inv: Inventory, placement: str, world: int) -> tuple[str, ...]:
-    """The GPU nodes a job of ``world`` ranks (one per node) trains on, in inventory order:
-    ``local`` puts every rank in the first site with enough nodes (the trial's single-site run);
-    the remote placements put half in each of the first two sites that have GPU nodes."""
+def default_nodes(inv: Inventory, placement: str, world: int, nproc_per_node: int = 1) -> tuple[str, ...]:
+    """The GPU nodes a job of ``world`` ranks, ``nproc_per_node`` on each node, trains on, in
+    inventory order and only nodes with that many ``gpus``: ``local`` puts every rank in the first
+    site with enough nodes (the trial's single-site run); the remote placements put half in each
+    of the first two sites that have such nodes."""
+    n = max(1, nproc_per_node)
     by_site: dict[str, list[str]] = {}
     for d in inv.devices:
         if d.kind == DeviceKind.GPU_NODE:
-            by_site.setdefault(d.site or "", []).append(d.name)
+            by_site.setdefault(d.site or "", [])
+            if inv.node_gpus(d) >= n:
+                by_site[d.site or ""].append(d.name)
+    what = "GPU nodes" if n == 1 else f"GPU nodes with {n} gpus"
     have = ", ".join(f"{k or '(no site)'}: {len(v)}" for k, v in by_site.items()) or "none"
+    ranks = f"{world} ranks" + ("" if n == 1 else f", {n} per node")
+    if world % n:
+        raise NodeChoiceError(f"{inv.source}: {world} ranks do not fill nodes of {n} ranks: change the profile's "
+                              "nproc_per_node or layout")
     if placement == "local":
+        need = world // n
         for names in by_site.values():
-            if len(names) >= world:
-                return tuple(names[:world])
-        raise NodeChoiceError(f"{inv.source}: placement 'local' needs {world} GPU nodes in one site, the inventory has "
-                              f"{have}: add GPU nodes to a site, or name them in the profile's single_site_nodes, "
-                              "or set single_site: false")
+            if len(names) >= need:
+                return tuple(names[:need])
+        raise NodeChoiceError(f"{inv.source}: placement 'local' needs {need} {what} in one site ({ranks}), the "
+                              f"inventory has {have}: add GPU nodes to a site, or name them in the profile's "
+                              "single_site_nodes, or set single_site: false")
     sites = [v for v in by_site.values() if v][:2]
-    half = world // 2
-    if len(sites) < 2 or world % 2 or any(len(v) < half for v in sites):
-        raise NodeChoiceError(f"{inv.source}: placement {placement!r} needs {half} GPU nodes in each of two sites "
-                              f"({world} ranks), the inventory has {have}: add GPU nodes, or name them in the "
+    half = world // 2 // n
+    if len(sites) < 2 or world % (2 * n) or any(len(v) < half for v in sites):
+        raise NodeChoiceError(f"{inv.source}: placement {placement!r} needs {half or 1} {what} in each of two sites "
+                              f"({ranks}), the inventory has {have}: add GPU nodes, or name them in the "
                               "profile's nodes")
-    return tuple(n for v in sites for n in v[:half])
+    return tuple(name for v in sites for name in v[:half])
 
 
 class CaseRunner:
@@ -292,7 +303,7 @@ class CaseRunner:
                                   scenario=scenario, report_dir=case_dir,
                                   metrics=self.writer, pg_timeout_s=spec.pg_timeout_s,
                                   startup_timeout_s=spec.startup_timeout_s, min_stall_s=spec.min_stall_s,
-                                  rdzv_port=self._rdzv_port())
+                                  rdzv_port=self._rdzv_port(), nproc_per_node=spec.nproc_per_node)
                 job.tags["run_id"] = self.run_id          # one run id per trial run in the store
                 job.on_event = self._on_event(case, spec)
                 self.progress(f"{case}: starting {spec.layout} {spec.placement} x {spec.steps} iterations on "

@@ -100,8 +100,8 @@ class Baseline:
         return {"key": self.key, "job_id": self.job_id, "median_s": self.median_s,
                 "band": self.band.to_dict() if self.band else None, "outcome": self.outcome, "error": self.error,
                 "series": [p.to_dict() for p in self.series], "workload_args": self.spec.workload_args(),
-                "nodes": list(self.spec.nodes), "placement": self.spec.placement,
-                "wan_bytes_per_iteration": self.wan_bytes_per_iteration}
+                "nodes": list(self.spec.nodes), "nproc_per_node": self.spec.nproc_per_node,
+                "placement": self.spec.placement, "wan_bytes_per_iteration": self.wan_bytes_per_iteration}
 
 
 class Faults:
@@ -192,7 +192,8 @@ class TrialSession:
         last = self.job_plan[-1] if self.job_plan else None
         if not self.shared or last is None or last["placement"] != spec.placement:
             first = p.warmup + p.steady if self.shared else 0
-            last = {"placement": spec.placement, "nodes": list(spec.nodes), "cases": [], "iterations": first}
+            last = {"placement": spec.placement, "nodes": list(spec.nodes), "nproc_per_node": spec.nproc_per_node,
+                    "cases": [], "iterations": first}
             self.job_plan.append(last)
         last["cases"].append(case)
         last["iterations"] += iterations
@@ -270,11 +271,11 @@ class TrialSession:
     def spec(self, placement: str, steps: int) -> JobSpec:
         p = self.profile
         chosen = p.single_site_nodes if placement == "local" else p.nodes
-        nodes = tuple(chosen) if chosen else default_nodes(self.inv, placement, p.layout.world)
+        nodes = tuple(chosen) if chosen else default_nodes(self.inv, placement, p.layout.world, p.nproc_per_node)
         return JobSpec(model=p.model, tp=p.layout.tp, pp=p.layout.pp, dp=p.layout.dp, placement=placement,
                        steps=steps, warmup=p.warmup, nodes=nodes, extra=tuple(p.workload_args),
                        pg_timeout_s=p.pg_timeout_s, startup_timeout_s=p.startup_timeout_s,
-                       min_stall_s=min_stall_s(self.inv))
+                       min_stall_s=min_stall_s(self.inv), nproc_per_node=p.nproc_per_node)
 
     def baseline(self, placement: str) -> Baseline:
         """Measured once per run per model/layout/placement: the job over the unimpaired testbed.
@@ -313,7 +314,8 @@ class TrialSession:
             self.progress(f"single-site baseline not measured: {exc}")
             return None
         if self.dry_run:
-            self.job_plan.append({"placement": "local", "nodes": list(spec.nodes), "cases": ["single-site baseline"],
+            self.job_plan.append({"placement": "local", "nodes": list(spec.nodes),
+                                  "nproc_per_node": spec.nproc_per_node, "cases": ["single-site baseline"],
                                   "iterations": spec.steps, "duration_s": round(p.job_start_s + spec.steps * p.iteration_s)})
         self.single = b = self._measured(spec, "local")
         if not self.dry_run:

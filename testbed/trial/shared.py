@@ -195,7 +195,7 @@ class JobPool:
         job = TrainingJob(r.inv, list(spec.nodes), spec.workload_args(), job_id, case=f"shared-{spec.placement}",
                           scenario="shared", report_dir=job_dir, metrics=r.writer, pg_timeout_s=spec.pg_timeout_s,
                           startup_timeout_s=spec.startup_timeout_s, min_stall_s=spec.min_stall_s,
-                          rdzv_port=r._rdzv_port())
+                          rdzv_port=r._rdzv_port(), nproc_per_node=spec.nproc_per_node)
         job.tags["run_id"] = r.run_id
         sj = SharedJob(r, spec, job_id, job_dir, job)
         job.on_event = self._on_event(sj)

@@ -11,6 +11,8 @@ DEBS=(openssh-server openssh-client iproute2 iputils-ping iperf3 nftables victor
 DEBS+=(chromium fonts-dejavu-core)
 # yanglint (libyang) validates the emulated gear's NETCONF data against the published models (yang/)
 DEBS+=(libyang2-tools)
+# a real Slurm for the emulated lab (emulator/lab/slurm.py) and its client commands (testbed/jobs/slurm.py)
+DEBS+=(munge slurmctld slurmd slurm-client)
 missing=()
 for pkg in "${DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

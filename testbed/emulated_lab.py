@@ -10,9 +10,14 @@ import ipaddress
 import sys
 from urllib.parse import urlparse
 
-from emulator.lab.plan import FabricPlan, LabPlan, LinePathPlan, LinePlan, NodePlan, StorePlan
+from emulator.lab.plan import (FabricPlan, LabPlan, LinePathPlan, LinePlan, NodePlan, SchedulerPlan, SlurmNodePlan,
+                               StorePlan)
+from testbed.inventory import DeviceKind
 from testbed.inventory import Inventory
 from testbed.trial.runner import RDZV_PORT_BASE, RDZV_PORTS
+
+
+DEFAULT_PARTITION = "dci"       # the emulated Slurm's partition when no scheduler: block names one
 
 
 class NotEmulated(Exception):
@@ -68,12 +73,31 @@ def lab_plan(inv: Inventory) -> LabPlan:
                           data_dir=f"/var/lib/dcilab/{inv.name}/victoria-metrics")
     controller = next(plan.management.hosts())
     known = [plan.management, plan.line, *plan.fabrics.values()]
+    scheduler = None
+    if emu.scheduler == "slurm":
+        scheduler = SchedulerPlan(
+            cluster=inv.name[:40], partition=inv.scheduler.partition if inv.scheduler else DEFAULT_PARTITION,
+            controller="dcilab-ctl",
+            controller_address=str(controller),
+            nodes=tuple(SlurmNodePlan(d.name, str(d.mgmt.address), inv.node_gpus(d))
+                        for d in inv.devices if d.kind == DeviceKind.GPU_NODE))
     return LabPlan(
         name=inv.name, state_dir=emu.state_dir, mtu=emu.mtu,
         controller_address=f"{controller}/{mgmt_prefix}", nodes=tuple(nodes), fabrics=tuple(fabrics),
         line=line, store=store, python=sys.executable,
-        known_networks=tuple(str(ipaddress.ip_network(n)) for n in known),
+        known_networks=tuple(str(ipaddress.ip_network(n)) for n in known), scheduler=scheduler,
     )
+
+
+def slurm_conf(inv: Inventory) -> str | None:
+    """The slurm.conf the controller's Slurm commands read: the inventory's scheduler.conf, or an
+    emulated lab's own; None for the system's default."""
+    if inv.scheduler is None:
+        return None
+    if inv.emulation is not None:
+        from emulator.lab.slurm import conf_path
+        return str(conf_path(lab_plan(inv)))
+    return str(inv.resolve_path(inv.scheduler.conf)) if inv.scheduler.conf else None
 
 
 def qp_errors(inv: Inventory, since_wall: float, until_wall: float) -> list[dict]:  # type: ignore[type-arg]

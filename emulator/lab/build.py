@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.lab import devices, openssh, store
+from emulator.lab import devices, openssh, slurm, store
 from emulator.lab.plan import HOST_LINK_PREFIX, MGMT_BRIDGE, NETNS_PREFIX, LabPlan, NodePlan
 from emulator.lab.sys import (
     LabError,
@@ -47,7 +47,8 @@ LINE_MODULE = "emulator.line"
 def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
     """Build the lab; returns 'built' or 'already up'."""
     require_root_and_netns()
-    require_tools("ip", "ssh-keygen", openssh.SSHD, *( [store.BINARY] if plan.store else [] ))
+    require_tools("ip", "ssh-keygen", openssh.SSHD, *( [store.BINARY] if plan.store else [] ),
+                  *(("unshare", *slurm.DAEMONS, *slurm.CLIENTS) if plan.scheduler else ()))
     if _healthy_same_plan(plan):
         log(f"lab {plan.name} is already up with this plan; nothing changed")
         return "already up"
@@ -84,6 +85,11 @@ def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
             pids["store"] = store.start(plan, plan.store)
             log(f"metrics store: VictoriaMetrics on http://{plan.store.host}:{plan.store.port} "
                 f"({time.monotonic() - t0:.1f} s)")
+        if plan.scheduler:
+            pids.update(slurm.start(plan))
+            log(f"scheduler: Slurm, slurmctld on {plan.scheduler.controller_address}, slurmd on "
+                f"{len(plan.scheduler.nodes)} GPU nodes, partition {plan.scheduler.partition} "
+                f"(SLURM_CONF={slurm.conf_path(plan)}) ({time.monotonic() - t0:.1f} s)")
         _write_state(plan, pids)
     except BaseException:
         # Also on Ctrl-C: a half-built lab is worse than none.
@@ -255,7 +261,7 @@ def down(plan: LabPlan | None = None, quiet: bool = False, log=print) -> list[st
     for sd in state_dirs:
         st = _read_state(sd) or {}
         for name, pid in (st.get("pids") or {}).items():
-            if not name.startswith("sshd:") and pid_alive(pid) and _is_lab_process(pid):
+            if not name.startswith(("sshd:", "slurmd:")) and pid_alive(pid) and _is_lab_process(pid):
                 pids.add(pid)
     pids |= _scan_lab_processes()
     if pids:
@@ -288,7 +294,8 @@ def down(plan: LabPlan | None = None, quiet: bool = False, log=print) -> list[st
 def _is_lab_process(pid: int) -> bool:
     cmd = cmdline(pid)
     return (f"-m {LINE_MODULE} --config {RUN_ROOT}/" in cmd
-            or ("victoria-metrics" in cmd and "-storageDataPath=/var/lib/dcilab/" in cmd))
+            or ("victoria-metrics" in cmd and "-storageDataPath=/var/lib/dcilab/" in cmd)
+            or (cmd.split(" ", 1)[0].rsplit("/", 1)[-1] in ("munged", "slurmctld") and f"{RUN_ROOT}/" in cmd))
 
 
 def _scan_lab_processes() -> set[int]:
@@ -340,6 +347,10 @@ def status(plan: LabPlan) -> LabStatus:
         ok = store.healthy(plan.store)
         st.rows.append(Row("metrics-store", "victoria-metrics", f"{plan.store.host}:{plan.store.port}",
                            "up" if ok else "down", "answers /health" if ok else "does not answer /health"))
+    if plan.scheduler:
+        state, detail = slurm.status(plan)
+        st.rows.append(Row("scheduler", "slurm", f"{plan.scheduler.controller_address}:{slurm.CTLD_PORT}", state,
+                           detail))
     return st
 
 

@@ -112,6 +112,24 @@ class StorePlan:
 
 
 @dataclass(frozen=True)
+class SlurmNodePlan:
+    name: str                   # as Slurm knows it: the node's hostname in its own UTS namespace
+    address: str                # its management address (NodeAddr): slurmctld and srun reach slurmd there
+    cpus: int                   # the ranks it may run (the inventory's gpus)
+
+
+@dataclass(frozen=True)
+class SchedulerPlan:
+    """A real Slurm over the lab's GPU nodes (emulator/lab/slurm.py)."""
+
+    cluster: str
+    partition: str
+    controller: str             # slurmctld's hostname (its own UTS namespace) ...
+    controller_address: str     # ... and address: the controller's, on the management bridge
+    nodes: tuple[SlurmNodePlan, ...]
+
+
+@dataclass(frozen=True)
 class LabPlan:
     name: str
     state_dir: str
@@ -123,6 +141,7 @@ class LabPlan:
     store: StorePlan | None
     python: str                 # interpreter that runs the emulator's own processes
     known_networks: tuple[str, ...] = field(default=())   # every subnet of the plan, to check the host for clashes
+    scheduler: SchedulerPlan | None = None
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -161,4 +180,7 @@ class LabPlan:
         d["line"] = LinePlan(**line)
         d["store"] = StorePlan(**d["store"]) if d["store"] else None
         d["known_networks"] = tuple(d.get("known_networks", ()))
+        sched = d.get("scheduler")
+        d["scheduler"] = SchedulerPlan(**{**sched, "nodes": tuple(SlurmNodePlan(**n) for n in sched["nodes"])}) \
+            if sched else None
         return cls(**d)

@@ -47,9 +47,12 @@ OPS: dict[str, Any] = {
     "set_wan_shaping": lambda d, rate_kbps: d.set_wan_shaping(int(rate_kbps)),
     "clear_wan_shaping": lambda d: d.clear_wan_shaping(),
     "stop_job": lambda d, run_id: _stop_job(d, run_id),
+    "scancel_job": lambda client, run_id: _scancel_job(client, run_id),
 }
-JOB_OPS = frozenset({"stop_job"})
-"""Operations on GPU nodes that end the trial's own jobs: allowed without fault_injection."""
+JOB_OPS = frozenset({"stop_job", "scancel_job"})
+"""Operations that end the trial's own jobs: allowed without fault_injection."""
+SCHEDULER_OPS = frozenset({"scancel_job"})
+"""Sent to the inventory's workload manager (testbed/jobs/slurm.py), not to the step's device."""
 
 
 def _stop_job(node: Any, run_id: str) -> list[str]:
@@ -58,6 +61,14 @@ def _stop_job(node: Any, run_id: str) -> list[str]:
     if left:
         raise FaultError(f"processes of run {run_id} still there after TERM and KILL: {'; '.join(left)[:300]}")
     return left
+
+
+def _scancel_job(client: Any, run_id: str) -> list[str]:
+    from testbed.jobs.slurm import SlurmError, job_name
+    try:
+        return client.cancel_name(job_name(str(run_id)))
+    except SlurmError as exc:
+        raise FaultError(str(exc)) from None
 
 
 def execute(step: Step, driver: Any) -> Any:

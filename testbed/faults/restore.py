@@ -17,7 +17,7 @@ from testbed.runid import RunIdError, check_run_id
 
 from .catalogue import Testbed
 from .journal import Entry, Journal
-from .ops import JOB_OPS, OPS, FaultError, execute, roadm_paths
+from .ops import JOB_OPS, OPS, SCHEDULER_OPS, FaultError, execute, roadm_paths
 
 
 @dataclass
@@ -52,6 +52,8 @@ def untrusted_steps(inv: Inventory, e: Entry) -> list[str]:
         except KeyError:
             out.append(f"{s.device}: no such device in inventory {inv.name!r}")
             continue
+        if s.op in SCHEDULER_OPS and inv.scheduler is None:
+            out.append(f"{s.device}: {s.op} needs the inventory's scheduler: block")
         if s.op in JOB_OPS:         # stopping the trial's own job on a GPU node: no fault
             if d.kind != DeviceKind.GPU_NODE:
                 out.append(f"{s.device}: {s.op} is for GPU nodes, this is a {d.kind.value}")
@@ -69,6 +71,13 @@ def untrusted_steps(inv: Inventory, e: Entry) -> list[str]:
             if fp is None or not fp.fault_injection:
                 out.append(f"{s.device}: fiber path {path!r} is not in the inventory or not allowed for fault injection")
     return out
+
+
+def _scheduler(inv: Inventory) -> Any:
+    """The workload manager's client a scheduler step goes to (a job through Slurm is cancelled
+    there: the controller does not log in to the nodes)."""
+    from testbed.jobs.slurm import client_for
+    return client_for(inv)
 
 
 def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool = False,
@@ -105,7 +114,7 @@ def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool =
                 log(f"  would send  {s}")
                 continue
             try:
-                execute(s, tb.driver(s.device))
+                execute(s, _scheduler(tb.inv) if s.op in SCHEDULER_OPS else tb.driver(s.device))
                 rep.actions.append(f"{e.kind} {e.target}: {s}")
                 log(f"  undo ok     {s}")
             except (DriverError, FaultError, OSError, TypeError, ValueError) as exc:

@@ -23,6 +23,7 @@ from testbed.inventory.model import (
     FiberPath,
     Metrics,
     PathKind,
+    Scheduler,
     Service,
     Site,
 )
@@ -42,6 +43,7 @@ class Parts:
     services: list[tuple[int, Service]]
     metrics: Metrics | None | Any
     emulation: Emulation | None | Any
+    scheduler: Scheduler | None | Any = None
 
 
 def _one_of(names: list[str], kind: str) -> str:
@@ -254,6 +256,7 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
         if host not in ("127.0.0.1", "localhost", "::1"):
             yield (("metrics", "url"), f"the emulated lab's store listens on loopback, not {host}",
                    "write url: http://127.0.0.1:8428, or set emulation.metrics_store: none to use your own store")
+    yield from _emulated_scheduler(parts, emu)
     state = emu.state_dir.rstrip("/")
     if not state.startswith("/run/dcilab/") or "/.." in state or state.count("/") != 3:
         yield (("emulation", "state_dir"), f"{emu.state_dir} is not a folder directly under /run/dcilab/",
@@ -269,3 +272,15 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
         if d.host_key and d.host_key.known_hosts not in (None, f"{state}/known_hosts"):
             yield (("devices", i, "host_key", "known_hosts"), "the lab writes its GPU nodes' host keys elsewhere",
                    f"write host_key: {{known_hosts: {state}/known_hosts}}")
+
+
+def _emulated_scheduler(parts: Parts, emu: Emulation) -> Iterator[Finding]:
+    """An emulated lab runs the Slurm its inventory's jobs go through, and writes its slurm.conf."""
+    sched = parts.scheduler
+    if isinstance(sched, Scheduler):
+        if emu.scheduler != sched.kind:
+            yield (("scheduler", "kind"), f"jobs go through {sched.kind} but the emulated lab runs no {sched.kind}",
+                   f"set emulation.scheduler: {sched.kind}, or remove the scheduler: block to start jobs over SSH")
+        if sched.conf is not None:
+            yield (("scheduler", "conf"), "the emulated lab writes its own slurm.conf (in emulation.state_dir)",
+                   "remove 'conf'")

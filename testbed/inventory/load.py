@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from testbed.inventory import checks
-from testbed.inventory.model import NAME_RE, Device, Emulation, FiberPath, Inventory, Metrics, Service, Site
+from testbed.inventory.model import NAME_RE, Device, Emulation, FiberPath, Inventory, Metrics, Scheduler, Service, Site
 from testbed.yamlsource import FieldPath, YamlSource, YamlSourceError, load_yaml
 
 DOC = "inventory/README.md"
@@ -136,7 +136,7 @@ def load_inventory(path: str | Path) -> Inventory:
     else:
         partial = checks.Parts(list(enumerate(inv.sites)), list(enumerate(inv.devices)),
                                list(enumerate(inv.fiber_paths)), list(enumerate(inv.services)),
-                               inv.metrics, inv.emulation)
+                               inv.metrics, inv.emulation, inv.scheduler)
     raw_names = {sec: {str(item.get("name")) for item in _list(src.data.get(sec)) if isinstance(item, dict)}
                  for sec in SECTIONS}
     # With a section missing, misspelt or not a list, every reference into it would be reported
@@ -178,13 +178,13 @@ def _partial(src: YamlSource) -> checks.Parts:
                     pass
         lists[sec] = good
     singles: dict[str, Any] = {}
-    for sec, model in (("metrics", Metrics), ("emulation", Emulation)):
+    for sec, model in (("metrics", Metrics), ("emulation", Emulation), ("scheduler", Scheduler)):
         try:
             singles[sec] = model.model_validate(data[sec]) if data.get(sec) is not None else None
         except ValidationError:
             singles[sec] = checks.INVALID
     return checks.Parts(lists["sites"], lists["devices"], lists["fiber_paths"], lists["services"],
-                        singles["metrics"], singles["emulation"])
+                        singles["metrics"], singles["emulation"], singles["scheduler"])
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -309,6 +309,21 @@ class Transport(Strict):
     abort_below_efficiency: float = Field(roce.ABORT_BELOW_EFFICIENCY, ge=0, le=1, description="calibrated: a QP below this go-back-N efficiency stalls")
 
 
+class Scheduler(Strict):
+    """Who starts training jobs on the GPU nodes: dcilab itself over SSH (no ``scheduler:`` block),
+    or the cluster's workload manager, for nodes that only it may start work on."""
+
+    kind: Literal["slurm"]
+    partition: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                           description="the Slurm partition the GPU nodes are in")
+    account: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="the Slurm account jobs are charged to (sbatch --account)")
+    conf: str | None = Field(None, min_length=1, description="the slurm.conf the controller's srun, squeue, scontrol "
+                             "and scancel read (SLURM_CONF); default the system's; an emulated lab writes its own")
+    pending_timeout_s: float = Field(300.0, gt=0, le=86400, description="a job Slurm has not started after this "
+                                     "is given up and reported as not run (srun --immediate)")
+
+
 class Lease(Strict):
     """Where the testbed's lease lives when several controllers drive the same gear."""
 
@@ -327,6 +342,10 @@ class Emulation(Strict):
     personalities: Any = Field(None, exclude=True, description="gone: each device's driver: says what it runs")
     metrics_store: Literal["victoria-metrics", "none"] = "victoria-metrics"
     transport: Transport = Field(default_factory=Transport)
+    scheduler: Literal["none", "slurm"] = Field(
+        "none", description="slurm: the lab runs a real Slurm (munged and slurmctld on the controller, a slurmd in "
+                            "each GPU node's namespace, partition dci unless the scheduler: block names another); "
+                            "jobs go through it when the inventory has a scheduler: block, else over SSH")
 
     @field_validator("personalities")
     @classmethod
@@ -349,6 +368,8 @@ class Inventory(Strict):
     services: list[Service] = Field(default_factory=list)
     metrics: Metrics | None = None
     lease: Lease | None = Field(None, description="a shared lease folder; default: this controller's own")
+    scheduler: Scheduler | None = Field(None, description="jobs through a workload manager; default: dcilab starts "
+                                                           "them on the nodes over SSH")
     emulation: Emulation | None = None
 
     _source: Path | None = PrivateAttr(None)

@@ -30,6 +30,7 @@ NODE_START = "node-start-failed"       # torch / the workload could not start on
 STALLED = "stalled"                    # no iteration within the watchdog's bound, no evidence
 STARTUP = "startup-deadline"           # no first iteration within the startup deadline
 STOPPED = "stopped"                    # stopped by the controller (stop() / Ctrl-C)
+SCHEDULER = "scheduler"                # the workload manager refused, timed out, preempted or failed the job
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     (RENDEZVOUS, re.compile(r"RendezvousTimeoutError|RendezvousClosedError|RendezvousConnectionError|"

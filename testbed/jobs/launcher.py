@@ -375,10 +375,9 @@ class TrainingJob:
         """Journal the job with the faults before any process starts: if this controller dies
         (SIGKILL, a crash), ``dcilab lab restore`` stops it on every node (testbed/jobs/cleanup.py);
         the entry goes once :meth:`stop` has found nothing of it left."""
-        from testbed.faults.journal import Journal, Step, journal_dir
+        from testbed.faults.journal import Journal, journal_dir
         self._journal = Journal(journal_dir(self.inv))
-        undo = [Step(s.name, "stop_job", {"run_id": self.run_id}, "TERM, then KILL, every process of the run")
-                for s in self.specs]
+        undo = self._undo_steps()
         from testbed.faults.signals import deferred_interrupts
         try:
             with deferred_interrupts():    # a Ctrl-C as the entry lands: stop() must still know it, to clear it
@@ -386,6 +385,12 @@ class TrainingJob:
                                                         str(self.inv.source or self.inv.name))
         except OSError as exc:
             raise JobError(f"cannot journal the job in {self._journal.dir}: {exc}") from None
+
+    def _undo_steps(self) -> list[Any]:
+        """What `lab restore` does for this job if the controller dies: stop the run on every node."""
+        from testbed.faults.journal import Step
+        return [Step(s.name, "stop_job", {"run_id": self.run_id}, "TERM, then KILL, every process of the run")
+                for s in self.specs]
 
     def _make_private_dirs(self) -> None:
         """``mkdir -m 700`` without ``-p``: it fails if the folder is already there."""
@@ -516,9 +521,19 @@ class TrainingJob:
             logger.exception("jobs: watchdog failed")
             self._finish(INTERRUPTED, "watchdog-error", str(e))
 
+    def _scheduler_verdict(self) -> tuple[str, str] | None:
+        """(cause, detail) when the workload manager ended or refused the job (a scheduler's
+        launcher says; nodes started over SSH have none)."""
+        return None
+
     def _watch_loop(self) -> None:
         exited: set[str] = set()
         while not self._stopped and not self._ending:
+            verdict = self._scheduler_verdict()
+            if verdict is not None:
+                self._first_sign = self._first_sign or time.monotonic()
+                self._finish(INTERRUPTED, *verdict)
+                return
             for n, j in self.jobs.items():
                 if n not in exited and not j.running:
                     # the exit tag may still be in the reader: a node counts as exited once its
@@ -671,28 +686,9 @@ class TrainingJob:
             for t in ts:
                 t.join(60)
             self._left = {n: v for n, v in self.leftovers().items() if v}
-            if self._journal_entry is not None and not self._left and len(self.nodes) == len(self.specs):
-                try:       # stopped for sure on every node: nothing for `lab restore` to do
-                    self._journal.remove(self._journal_entry)
-                    self._journal_entry = None
-                except OSError as exc:
-                    logger.warning("jobs: %s: cannot clear its journal entry: %s", self.run_id, exc)
+            self._after_stop(len(self.nodes) == len(self.specs))
             for n, e in errs.items():
                 logger.warning("jobs: stopping %s on %s: %s", self.run_id, n, e)
-            if self._left:
-                logger.error("jobs: processes of %s left after stop: %s", self.run_id, self._left)
-            self._fetch_logs()
-            for f in self._logf.values():
-                try:
-                    f.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            self._logf.clear()
-            if self.writer is not None and self._own_writer:
-                try:
-                    self.writer.close()
-                except Exception:  # noqa: BLE001
-                    logger.exception("jobs: closing the metrics writer")
             for node in self.nodes.values():
                 try:
                     node.close()
@@ -700,6 +696,29 @@ class TrainingJob:
                     pass
             _live.discard(self)
             return self._left
+
+    def _after_stop(self, reached_every_node: bool) -> None:
+        """The journal entry goes once nothing of the job is left; the logs and the writer close."""
+        if self._journal_entry is not None and not self._left and reached_every_node:
+            try:       # stopped for sure on every node: nothing for `lab restore` to do
+                self._journal.remove(self._journal_entry)
+                self._journal_entry = None
+            except OSError as exc:
+                logger.warning("jobs: %s: cannot clear its journal entry: %s", self.run_id, exc)
+        if self._left:
+            logger.error("jobs: processes of %s left after stop: %s", self.run_id, self._left)
+        self._fetch_logs()
+        for f in self._logf.values():
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._logf.clear()
+        if self.writer is not None and self._own_writer:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001
+                logger.exception("jobs: closing the metrics writer")
 
     def _fetch_logs(self) -> None:
         """Real nodes: copy the node's own log next to the controller's copy."""

@@ -34,6 +34,7 @@ from testbed.faults import Fault, FaultError, FaultRecord, Testbed
 from testbed.inventory import DeviceKind, Inventory
 from testbed.jobs import JobEnded, JobError, TrainingJob
 from testbed.jobs.events import IterationEvent
+from testbed.jobs.slurm import job_class
 
 from .analysis import Point
 from .probe import ProbeFailed, ServiceProbe
@@ -299,7 +300,7 @@ class CaseRunner:
                 for c in conditions:
                     self.progress(f"{case}: condition {c.KIND} {c.target}")
                     stack.enter_context(self._condition(c, case, scenario, cond_w))
-                job = TrainingJob(self.inv, list(spec.nodes), spec.workload_args(), job_id, case=case,
+                job = job_class(self.inv)(self.inv, list(spec.nodes), spec.workload_args(), job_id, case=case,
                                   scenario=scenario, report_dir=case_dir,
                                   metrics=self.writer, pg_timeout_s=spec.pg_timeout_s,
                                   startup_timeout_s=spec.startup_timeout_s, min_stall_s=spec.min_stall_s,

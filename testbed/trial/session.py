@@ -151,7 +151,10 @@ class TrialSession:
         self.unreachable: dict[str, str] = {}
         self.report = RunReport(self.report_dir, run_id, profile=profile.model_dump(mode="json"),
                                 testbed={"name": inv.name, "source": str(inv.source), "emulated": inv.is_emulated,
-                                         "transport": transport_in_force(inv)},
+                                         "transport": transport_in_force(inv),
+                                         "launcher": ({"kind": "slurm", "partition": inv.scheduler.partition,
+                                                       "account": inv.scheduler.account}
+                                                      if inv.scheduler is not None else {"kind": "ssh"})},
                                 options={**(options or {}), "dry_run": dry_run})
         self.faults = Faults(inv)
         self.pool = JobPool(self.runner, warmup=profile.warmup, settle_max=profile.settle_max, noise=profile.noise,

@@ -36,6 +36,7 @@ from testbed.faults import Fault, FaultError
 from testbed.faults.ops import UndoFailed
 from testbed.jobs import JobEnded, JobError, TrainingJob
 from testbed.jobs.events import IterationEvent
+from testbed.jobs.slurm import job_class
 
 from . import analysis
 from .analysis import Point
@@ -192,7 +193,7 @@ class JobPool:
         job_dir = r.report_dir / "cases" / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         spec = dataclasses.replace(spec, steps=ENDLESS)
-        job = TrainingJob(r.inv, list(spec.nodes), spec.workload_args(), job_id, case=f"shared-{spec.placement}",
+        job = job_class(r.inv)(r.inv, list(spec.nodes), spec.workload_args(), job_id, case=f"shared-{spec.placement}",
                           scenario="shared", report_dir=job_dir, metrics=r.writer, pg_timeout_s=spec.pg_timeout_s,
                           startup_timeout_s=spec.startup_timeout_s, min_stall_s=spec.min_stall_s,
                           rdzv_port=r._rdzv_port(), nproc_per_node=spec.nproc_per_node)

@@ -1,0 +1,175 @@
+"""Jobs through the emulated lab's real Slurm (Debian's munged, slurmctld, slurmd): every GPU node
+is a Slurm node in its own namespace; a job goes through srun, streams its iterations, ends with
+scancel leaving nothing; Slurm's refusals are the scheduler's cause; a SIGKILLed controller's job
+is cancelled by `lab restore`; a trial case through Slurm gets the same kind of verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from testbed.emulated_lab import lab_plan, slurm_conf
+from testbed.inventory import load_inventory
+from testbed.jobs import COMPLETED, INTERRUPTED, JobError
+from testbed.jobs.events import SCHEDULER
+from testbed.jobs.slurm import SlurmTrainingJob, client_for, job_name
+from tests.test_slurm import slurm_inventory
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[1]
+NODES = ["dc-a-gpu1", "dc-a-gpu2", "dc-b-gpu1", "dc-b-gpu2"]
+BASE = ["--model", "test", "--pp", "2", "--dp", "2", "--threads", "1", "--warmup", "2", "--placement", "pp-remote"]
+
+
+def rid(tag: str) -> str:
+    return f"t-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def slurm_inv(emulated_lab, tmp_path):  # type: ignore[no-untyped-def]
+    inv = load_inventory(slurm_inventory(tmp_path))
+    assert lab_plan(inv).scheduler is not None, "the emulated lab runs Slurm"
+    return inv
+
+
+def slurm(inv, *argv: str) -> str:  # type: ignore[no-untyped-def]
+    return subprocess.run(argv, env={**os.environ, "SLURM_CONF": slurm_conf(inv)}, capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def on_nodes(run_id: str) -> dict[str, list[str]]:
+    """Processes of the run in each GPU node's namespace (read from /proc: no login needed)."""
+    out: dict[str, list[str]] = {}
+    for n in NODES:
+        pids = subprocess.run(["ip", "netns", "pids", f"dcl-{n}"], capture_output=True, text=True).stdout.split()
+        for p in pids:
+            try:
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"--run-id {run_id}" in cmd:
+                out.setdefault(n, []).append(cmd[:120])
+    return out
+
+
+def test_every_gpu_node_is_a_slurm_node_in_its_own_namespace(slurm_inv):  # type: ignore[no-untyped-def]
+    states = dict(x.split() for x in slurm(slurm_inv, "sinfo", "-h", "-N", "-p", "dci", "-o", "%N %t").splitlines())
+    assert set(states) == {"dc-a-gpu1", "dc-a-gpu2", "dc-a-gpu3", "dc-a-gpu4", "dc-b-gpu1", "dc-b-gpu2"}
+    out = slurm(slurm_inv, "srun", "-p", "dci", "-N6", "--ntasks-per-node=1", "--label", "sh", "-c",
+                'echo "$(hostname) $(ip -4 -o addr show fab0 | cut -d" " -f7)"')
+    seen = dict(x.split(": ", 1)[1].split() for x in out.splitlines())
+    assert seen == {"dc-a-gpu1": "198.18.1.11/24", "dc-a-gpu2": "198.18.1.12/24", "dc-a-gpu3": "198.18.1.13/24",
+                    "dc-a-gpu4": "198.18.1.14/24", "dc-b-gpu1": "198.18.2.11/24", "dc-b-gpu2": "198.18.2.12/24"}
+
+
+def test_a_job_through_slurm_streams_its_iterations_and_ends_with_nothing_left(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
+    run_id = rid("slurm")
+    with SlurmTrainingJob(slurm_inv, NODES, BASE + ["--steps", "100000"], run_id, report_dir=tmp_path,
+                          metrics=None, pg_timeout_s=30) as job:
+        job.wait_for_iteration(3, 240)
+        assert on_nodes(run_id).keys() == set(NODES)       # a torchrun on every node, started by slurmd
+        assert job.slurm_job_id and slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id), "-o", "%T").strip() == \
+            "RUNNING"
+        out = job.end("test")
+    assert out.status == COMPLETED and out.cause == "ended" and out.iterations >= 4 and out.leftovers == {}
+    assert slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id)).strip() == ""
+    deadline = time.monotonic() + 30
+    while on_nodes(run_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert on_nodes(run_id) == {}
+    assert [e.step for e in job.events][:4] == [0, 1, 2, 3]
+    assert all(job.logs[n].read_text() for n in NODES) and (tmp_path / "srun.log").exists()
+
+
+def test_what_slurm_refuses_is_the_scheduler_s_cause(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "p").mkdir()
+    nope = load_inventory(slurm_inventory(tmp_path / "p", partition="nope"))
+    with pytest.raises(JobError, match="partition 'nope' does not exist"):
+        SlurmTrainingJob(nope, NODES, BASE, rid("part"), report_dir=tmp_path / "a", metrics=None).start()
+    # a node busy with another job past the pending deadline: srun --immediate gives up
+    env = {**os.environ, "SLURM_CONF": slurm_conf(slurm_inv)}
+    blocker = subprocess.Popen(["srun", "-p", "dci", "-N1", "-w", "dc-b-gpu2", "--job-name=dcilab-test-blocker",
+                                "sleep", "120"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while "RUNNING" not in slurm(slurm_inv, "squeue", "-h", "-n", "dcilab-test-blocker", "-o", "%T"):
+            assert time.monotonic() < deadline, "the blocking job did not start"
+            time.sleep(0.2)
+        (tmp_path / "q").mkdir()
+        inv = load_inventory(slurm_inventory(tmp_path / "q", pending_timeout_s=3))
+        with SlurmTrainingJob(inv, NODES, BASE, rid("busy"), report_dir=tmp_path / "b", metrics=None) as job:
+            out = job.wait(120)
+        assert out.status == INTERRUPTED and out.cause == SCHEDULER, out
+        assert "Requested nodes are busy" in out.detail and out.iterations == 0
+    finally:
+        subprocess.run(["scancel", "-n", "dcilab-test-blocker"], env=env, timeout=30)
+        blocker.wait(60)
+
+
+CONTROLLER = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{root!r}]
+    from testbed.inventory import load_inventory
+    from testbed.jobs.slurm import SlurmTrainingJob
+    job = SlurmTrainingJob(load_inventory({inv!r}), {nodes!r}, {args!r}, {run_id!r}, report_dir={rd!r},
+                           metrics=None, pg_timeout_s=30)
+    job.start()
+    job.wait_for_iteration_start(1, 180)
+    print("training", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_lab_restore_cancels_the_slurm_job_of_a_sigkilled_controller(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
+    """The controller's srun is in a session of its own: SIGKILL of the controller leaves the job
+    running in Slurm; it was journaled with its scancel, which `lab restore` sends."""
+    from testbed.faults import Journal, restore
+    from testbed.faults.journal import journal_dir
+    run_id = rid("orphan")
+    code = CONTROLLER.format(root=str(ROOT), inv=str(slurm_inv.source), nodes=NODES, run_id=run_id,
+                             rd=str(tmp_path / "r"), args=BASE + ["--steps", "500"])
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert select.select([p.stdout], [], [], 240)[0], "the controller did not start its job in time"
+        assert p.stdout.readline().strip() == "training"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert "RUNNING" in slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id), "-o", "%T")
+    assert [e.kind for e in Journal(journal_dir(slurm_inv)).entries() if e.target == run_id] == ["TrainingJob"]
+    rep = restore(slurm_inv, log=lambda m: None)
+    assert rep.ok, (rep.problems, rep.baseline)
+    assert any("scancel_job" in a for a in rep.actions), rep.actions
+    deadline = time.monotonic() + 60
+    while (slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id)).strip() or on_nodes(run_id)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id)).strip() == "" and on_nodes(run_id) == {}
+    assert not [e for e in Journal(journal_dir(slurm_inv)).entries() if e.target == run_id]
+    assert client_for(slurm_inv).job_ids(job_name(run_id)) == []
+
+
+def test_a_trial_case_through_slurm_is_judged_like_one_over_ssh(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
+    rep = tmp_path / "rep"
+    r = subprocess.run([sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(slurm_inv.source),
+                        "--profile", "quick", "-k", "convergence and pp-remote and 16", "--report-dir", str(rep),
+                        "--no-single-site", "--no-compare"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
+    s = json.loads((rep / "summary.json").read_text())
+    assert s["testbed"]["launcher"] == {"kind": "slurm", "partition": "dci", "account": None}
+    (case,) = s["cases"]
+    assert case["status"] == "completed", case
+    assert (rep / "cases" / case["job_id"] / "srun.log").exists()
+    assert case["verdict"] in ("pass", "fail") or any("too noisy" in p for p in case["problems"]), case
+    assert slurm(slurm_inv, "squeue", "-h").strip() == ""

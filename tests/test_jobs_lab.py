@@ -216,14 +216,25 @@ CONTROLLER = textwrap.dedent("""
     import sys, time
     sys.path[:0] = [{root!r}]
     from testbed.inventory import load_inventory
-    from testbed.jobs import TrainingJob
-    job = TrainingJob(load_inventory({inv!r}), {nodes!r}, {args!r}, {run_id!r}, report_dir={rd!r}, metrics=None,
-                      pg_timeout_s=30)
+    from testbed.jobs.slurm import job_class
+    inv = load_inventory({inv!r})
+    job = job_class(inv)(inv, {nodes!r}, {args!r}, {run_id!r}, report_dir={rd!r}, metrics=None, pg_timeout_s=30)
     job.start()
     job.wait_for_iteration_start(1, 180)
     print("training", flush=True)
     time.sleep(600)
 """)
+
+
+def sigkill_once_training(code: str) -> None:
+    """Run the CONTROLLER ``code`` and SIGKILL its whole process group once its job trains."""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert select.select([p.stdout], [], [], 240)[0], "the controller did not start its job in time"
+        assert p.stdout.readline().strip() == "training"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
 
 
 def test_the_job_of_a_sigkilled_controller_is_stopped_by_lab_restore(emulated_lab, inventory, tmp_path):
@@ -237,13 +248,7 @@ def test_the_job_of_a_sigkilled_controller_is_stopped_by_lab_restore(emulated_la
     run_id = rid("orphan")
     code = CONTROLLER.format(root=root, inv=str(inventory.source), nodes=NODES, run_id=run_id, rd=str(tmp_path / "r"),
                              args=BASE + ["--placement", "pp-remote", "--steps", "500"])
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert select.select([p.stdout], [], [], 240)[0], "the controller did not start its job in time"
-        assert p.stdout.readline().strip() == "training"
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+    sigkill_once_training(code)
 
     def running(name: str) -> str:
         with connect_gpu_node(inventory, name) as n:

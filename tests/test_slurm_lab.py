@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +20,7 @@ from testbed.inventory import load_inventory
 from testbed.jobs import COMPLETED, INTERRUPTED, JobError
 from testbed.jobs.events import SCHEDULER
 from testbed.jobs.slurm import SlurmTrainingJob, client_for, job_name
+from tests.test_jobs_lab import CONTROLLER, sigkill_once_training
 from tests.test_slurm import slurm_inventory
 
 pytestmark = pytest.mark.lab
@@ -117,20 +115,6 @@ def test_what_slurm_refuses_is_the_scheduler_s_cause(slurm_inv, tmp_path):  # ty
         blocker.wait(60)
 
 
-CONTROLLER = textwrap.dedent("""
-    import sys, time
-    sys.path[:0] = [{root!r}]
-    from testbed.inventory import load_inventory
-    from testbed.jobs.slurm import SlurmTrainingJob
-    job = SlurmTrainingJob(load_inventory({inv!r}), {nodes!r}, {args!r}, {run_id!r}, report_dir={rd!r},
-                           metrics=None, pg_timeout_s=30)
-    job.start()
-    job.wait_for_iteration_start(1, 180)
-    print("training", flush=True)
-    time.sleep(600)
-""")
-
-
 def test_lab_restore_cancels_the_slurm_job_of_a_sigkilled_controller(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
     """The controller's srun is in a session of its own: SIGKILL of the controller leaves the job
     running in Slurm; it was journaled with its scancel, which `lab restore` sends."""
@@ -139,13 +123,7 @@ def test_lab_restore_cancels_the_slurm_job_of_a_sigkilled_controller(slurm_inv, 
     run_id = rid("orphan")
     code = CONTROLLER.format(root=str(ROOT), inv=str(slurm_inv.source), nodes=NODES, run_id=run_id,
                              rd=str(tmp_path / "r"), args=BASE + ["--steps", "500"])
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert select.select([p.stdout], [], [], 240)[0], "the controller did not start its job in time"
-        assert p.stdout.readline().strip() == "training"
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+    sigkill_once_training(code)         # the same controller as over SSH: the inventory picks Slurm
     assert "RUNNING" in slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id), "-o", "%T")
     assert [e.kind for e in Journal(journal_dir(slurm_inv)).entries() if e.target == run_id] == ["TrainingJob"]
     rep = restore(slurm_inv, log=lambda m: None)

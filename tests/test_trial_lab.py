@@ -33,6 +33,16 @@ def trial_cmd(inventory, report: Path, keyword: str, single_site: bool = False) 
             "-k", keyword, "--report-dir", str(report), *([] if single_site else ["--no-single-site"])]
 
 
+def profiles_with(tmp_path: Path, name: str, **settings: object) -> Path:
+    """The shipped profiles file plus profile ``name`` (``extends=`` one of them)."""
+    import yaml
+    data = yaml.safe_load(DEFAULT_FILE.read_text())
+    data["profiles"][name] = settings
+    f = tmp_path / "profiles.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    return f
+
+
 def at_baseline(inventory) -> None:  # type: ignore[no-untyped-def]
     with Testbed(inventory) as tb:
         assert check_baseline(tb) == []
@@ -185,11 +195,7 @@ def test_per_case_jobs_still_hold_the_fault_and_judge_against_a_baseline_job(emu
     """``jobs: per-case`` (a job per case, a cached baseline job) runs the fault through the same
     hold as the shared jobs (CaseRunner.hold_fault): applied when iteration warmup + steady starts,
     held ``hold`` iterations, undone while the job runs, its window on the record."""
-    import yaml
-    data = yaml.safe_load(DEFAULT_FILE.read_text())
-    data["profiles"]["quick-per-case"] = {"extends": "quick", "jobs": "per-case"}
-    f = tmp_path / "profiles.yaml"
-    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    f = profiles_with(tmp_path, "quick-per-case", extends="quick", jobs="per-case")
     rep = tmp_path / "rep"
     cmd = [sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(inventory.source), "--profile",
            "quick-per-case", "--profiles-file", str(f), "-k", "bit_errors and 1e-10", "--report-dir", str(rep),
@@ -224,11 +230,7 @@ def test_sixteen_ranks_per_site_train_and_are_judged(emulated_lab, inventory, tm
     pipeline's first two stages in dc-a and the last two in dc-b, and the case judged on its
     paired windows like any other (or, on a machine too busy for its windows, said to be so).
     The shortest windows a profile allows (warm-up 1, windows of 3): CI's time is budgeted."""
-    import yaml
-    data = yaml.safe_load(DEFAULT_FILE.read_text())
-    data["profiles"]["scale-short"] = {"extends": "scale", "warmup": 1, "steady": 3}
-    f = tmp_path / "profiles.yaml"
-    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    f = profiles_with(tmp_path, "scale-short", extends="scale", warmup=1, steady=3)
     rep = tmp_path / "rep"
     cmd = [sys.executable, "-m", "testbed.cli", "trial", "--inventory", str(inventory.source), "--profile",
            "scale-short", "--profiles-file", str(f), "-k", "convergence and pp-remote and 16", "--report-dir", str(rep),

@@ -327,13 +327,23 @@ class TrainingJob:
                                     default_tags={k: v for k, v in self.tags.items() if v})
         self._own_writer = True
 
-    def start(self) -> TrainingJob:
+    def _begin(self) -> None:
+        """What every launcher does before it starts anything: the report folder, the writer,
+        the clock, and the exit handler's list of live jobs."""
         if self.jobs:
             raise JobError("job already started")
         self.report_dir.mkdir(parents=True, exist_ok=True)
         self._make_writer()
         self._t0 = self._last_progress = time.monotonic()
         _live.add(self)
+
+    def _watch_started(self) -> TrainingJob:
+        self._watchdog = threading.Thread(target=self._watch, name=f"job-watchdog-{self.run_id}", daemon=True)
+        self._watchdog.start()
+        return self
+
+    def start(self) -> TrainingJob:
+        self._begin()
         try:
             connect = self._connect
             if connect is None:
@@ -367,9 +377,7 @@ class TrainingJob:
         except BaseException:
             self.stop()
             raise
-        self._watchdog = threading.Thread(target=self._watch, name=f"job-watchdog-{self.run_id}", daemon=True)
-        self._watchdog.start()
-        return self
+        return self._watch_started()
 
     def _journal_job(self) -> None:
         """Journal the job with the faults before any process starts: if this controller dies

@@ -190,12 +190,7 @@ class SlurmTrainingJob(TrainingJob):
                 '\n  *) echo "dcilab: node $SLURMD_NODENAME is not one of this job\'s" >&2; exit 2 ;;\nesac\n')
 
     def start(self) -> TrainingJob:
-        if self.jobs:
-            raise JobError("job already started")
-        self.report_dir.mkdir(parents=True, exist_ok=True)
-        self._make_writer()
-        self._t0 = self._last_progress = time.monotonic()
-        _live.add(self)
+        self._begin()
         try:
             self.client.check([s.name for s in self.specs])
             self._journal_job()
@@ -215,9 +210,7 @@ class SlurmTrainingJob(TrainingJob):
         except BaseException:
             self.stop()
             raise
-        self._watchdog = threading.Thread(target=self._watch, name=f"job-watchdog-{self.run_id}", daemon=True)
-        self._watchdog.start()
-        return self
+        return self._watch_started()
 
     def _undo_steps(self) -> list[Any]:
         from testbed.faults.journal import Step

@@ -43,13 +43,13 @@ def lab_plan(inv: Inventory) -> LabPlan:
                               data_address=data, index=index, username=d.credentials.username,
                               password_env=password.env if password else None,
                               password_file=str(inv.resolve_path(password.file)) if password and password.file
-                              else None, wan_port=d.wan_port))
+                              else None, wan_port=d.wan_port, prefix=emu.prefix))
     service = inv.services[0]
     fabrics = []
     for site, subnet in plan.fabrics.items():
         gw_name = service.a_end.gateway if inv.device(service.a_end.gateway).site == site else service.z_end.gateway
         fabrics.append(FabricPlan(site=site, subnet=str(subnet), gateway=gw_name,
-                                  gateway_ip=str(inv.device(gw_name).data_address)))
+                                  gateway_ip=str(inv.device(gw_name).data_address), prefix=emu.prefix))
     line_hosts = list(plan.line.hosts())
     path_names = [service.working_path, *([service.protection_path] if service.protection_path else []),
                   *service.restoration_paths]
@@ -78,7 +78,7 @@ def lab_plan(inv: Inventory) -> LabPlan:
         scheduler = SchedulerPlan(
             cluster=inv.name[:40], partition=inv.scheduler.partition if inv.scheduler else DEFAULT_PARTITION,
             controller="dcilab-ctl",
-            controller_address=str(controller),
+            controller_address=str(controller), port=emu.slurm_port,
             nodes=tuple(SlurmNodePlan(d.name, str(d.mgmt.address), inv.node_gpus(d))
                         for d in inv.devices if d.kind == DeviceKind.GPU_NODE))
     return LabPlan(
@@ -86,6 +86,7 @@ def lab_plan(inv: Inventory) -> LabPlan:
         controller_address=f"{controller}/{mgmt_prefix}", nodes=tuple(nodes), fabrics=tuple(fabrics),
         line=line, store=store, python=sys.executable,
         known_networks=tuple(str(ipaddress.ip_network(n)) for n in known), scheduler=scheduler,
+        prefix=emu.prefix,
     )
 
 

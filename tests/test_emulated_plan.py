@@ -5,15 +5,15 @@ from __future__ import annotations
 import ipaddress
 
 from emulator.lab.build import line_config
-from emulator.lab.plan import HOST_LINK_PREFIX, LabPlan
+from emulator.lab.plan import LabPlan, clashes
 from testbed.emulated_lab import lab_plan
 from testbed.inventory import load_inventory
 
 BENCH = ipaddress.ip_network("198.18.0.0/15")
 
 
-def plan() -> LabPlan:
-    return lab_plan(load_inventory("inventory/emulated.yaml"))
+def plan(path: str = "inventory/emulated.yaml") -> LabPlan:
+    return lab_plan(load_inventory(path))
 
 
 def test_every_address_of_the_plan_is_in_the_benchmarking_range() -> None:
@@ -57,9 +57,46 @@ def test_gpu_nodes_reach_the_other_site_through_their_own_gateway() -> None:
 
 def test_link_names_fit_the_kernel_limit_and_are_unique() -> None:
     p = plan()
-    names = [f"{HOST_LINK_PREFIX}m{n.index}" for n in p.nodes]
+    names = [p.host_link(n.index) for n in p.nodes] + [p.mgmt_bridge]
     assert len(set(names)) == len(names)
     assert all(len(n) <= 15 for n in names)
+    longest = p.__class__(**{**p.__dict__, "prefix": "abcdef"})   # the longest prefix the inventory takes
+    assert all(len(n) <= 15 for n in [longest.host_link(99), longest.mgmt_bridge])
+
+
+def test_the_second_lab_differs_from_the_first_only_in_what_two_labs_cannot_share() -> None:
+    """inventory/emulated-2.yaml is emulated.yaml with its own name, prefix, state, addresses and
+    host-wide ports: nothing else may drift between them."""
+    one, two = (load_inventory(f"inventory/{f}").model_dump(mode="json") for f in ("emulated.yaml", "emulated-2.yaml"))
+    moved = {"198.18.0.": "198.18.16.", "198.18.1.": "198.18.17.", "198.18.2.": "198.18.18.", "198.18.3.": "198.18.19.",
+             "/run/dcilab/emulated-dci/": "/run/dcilab/emulated-dci-2/", "127.0.0.1:8428": "127.0.0.1:8429"}
+
+    def moved_text(v):  # type: ignore[no-untyped-def]
+        if isinstance(v, dict):
+            return {k: moved_text(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [moved_text(x) for x in v]
+        if isinstance(v, str):
+            for a, b in moved.items():
+                v = v.replace(a, b)
+        return v
+    expected = moved_text(one)
+    expected["name"] = "emulated-dci-2"
+    expected["description"] = two["description"] = None
+    expected["emulation"].update(prefix="dc2", slurm_port=6827, state_dir="/run/dcilab/emulated-dci-2")
+    assert two == expected
+    a, b = plan(), plan("inventory/emulated-2.yaml")
+    assert clashes(a, b) == [] and clashes(b, a) == []
+    assert {n.netns for n in a.nodes}.isdisjoint(n.netns for n in b.nodes)
+    assert b.node("dc-a-gw").netns == "dc2-dc-a-gw" and b.mgmt_bridge == "dc2-mgmt" and b.host_link(3) == "dc2-m3"
+
+
+def test_a_lab_clashes_with_a_copy_of_itself_on_everything_host_wide() -> None:
+    p = plan()
+    found = " | ".join(clashes(p, p))
+    for what in ("dcl-* (emulation.prefix)", "/run/dcilab/emulated-dci (emulation.state_dir)",
+                 "management networks overlap", "port 8428 (metrics.url)", "port 6817 (emulation.slurm_port)"):
+        assert what in found, (what, found)
 
 
 def test_the_plan_round_trips_through_json_and_its_digest_is_stable() -> None:

@@ -201,7 +201,7 @@ def test_lab_up_converges_after_a_crash(emulated_lab: LabPlan) -> None:
 def lab_leftovers() -> list[str]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    procs = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
     left = [ln.split()[0] for ln in netns.splitlines() if ln.startswith("dcl-")]
     left += [ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines() if ln.split(":")[1].strip().startswith("dcl-")]
     left += [p for p in procs.splitlines() if "--config /run/dcilab/" in p

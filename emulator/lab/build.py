@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.lab import devices, openssh, slurm, store
-from emulator.lab.plan import HOST_LINK_PREFIX, MGMT_BRIDGE, NETNS_PREFIX, LabPlan, NodePlan
+from emulator.lab.plan import DEFAULT_PREFIX, LabPlan, NodePlan, clashes, owned
 from emulator.lab.sys import (
     LabError,
     cmdline,
@@ -52,6 +52,7 @@ def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
     if _healthy_same_plan(plan):
         log(f"lab {plan.name} is already up with this plan; nothing changed")
         return "already up"
+    _check_other_labs(plan)
     removed = down(plan, quiet=True)
     if removed:
         log(f"removed leftovers of an earlier lab: {', '.join(removed)}")
@@ -101,11 +102,36 @@ def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
     return "built"
 
 
+def other_labs(plan: LabPlan | None = None) -> list[LabPlan]:
+    """The plans of the labs this host has (state folders under /run/dcilab), ``plan``'s own excluded."""
+    found = []
+    for sd in sorted(RUN_ROOT.glob("*/")) if RUN_ROOT.exists() else []:
+        if plan is not None and sd.resolve() == Path(plan.state_dir).resolve():
+            continue
+        try:
+            found.append(LabPlan.from_json((sd / "plan.json").read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return found
+
+
+def _check_other_labs(plan: LabPlan) -> None:
+    """Refuse to build over another lab: ``up`` first removes leftovers of its own name, which
+    would take the other lab's namespaces, ports or state with them."""
+    for other in other_labs(plan):
+        problems = clashes(plan, other)
+        if problems:
+            raise LabError(f"lab {plan.name} cannot be built beside lab {other.name} (state in {other.state_dir}): "
+                           + "; ".join(problems) + f". Give this inventory its own values (inventory/emulated-2.yaml "
+                           f"is a second lab that coexists with inventory/emulated.yaml), or take {other.name} down "
+                           "first (dcilab lab down --inventory <its inventory>)")
+
+
 def _check_host_clashes(plan: LabPlan) -> None:
     """Refuse to shadow networks that the host already uses for something else."""
-    ours = set(host_links())
+    ours = {plan.mgmt_bridge, *(plan.host_link(n.index) for n in plan.nodes)}
     for dst, dev in host_routes():
-        if not dst or dst == "default" or dev.startswith(HOST_LINK_PREFIX) and dev in ours:
+        if not dst or dst == "default" or dev in ours:
             continue
         try:
             net = ipaddress.ip_network(dst, strict=False)
@@ -113,16 +139,20 @@ def _check_host_clashes(plan: LabPlan) -> None:
             continue
         for known in plan.known_networks:
             if net.overlaps(ipaddress.ip_network(known)) and net.prefixlen > 0:
-                raise LabError(f"the host already routes {dst} via {dev}, which overlaps the lab's {known}; "
+                owner = next((o.name for o in other_labs(plan) if dev == o.mgmt_bridge), None)
+                raise LabError(f"the host already routes {dst} via {dev}"
+                               + (f" (emulated lab {owner})" if owner else "")
+                               + f", which overlaps the lab's {known}; "
                                "change emulation.address_plan in the inventory or remove that route")
 
 
 def _build_fabric(plan: LabPlan) -> None:
     mtu = str(plan.mtu)
-    ip("link", "add", MGMT_BRIDGE, "type", "bridge")
-    _no_ipv6_host(MGMT_BRIDGE)
-    ip("addr", "add", plan.controller_address, "dev", MGMT_BRIDGE)
-    ip("link", "set", MGMT_BRIDGE, "up")
+    bridge = plan.mgmt_bridge
+    ip("link", "add", bridge, "type", "bridge")
+    _no_ipv6_host(bridge)
+    ip("addr", "add", plan.controller_address, "dev", bridge)
+    ip("link", "set", bridge, "up")
     for fabric in plan.fabrics:
         run("ip", "netns", "add", fabric.netns)
         sysctl(fabric.netns, net__ipv6__conf__all__disable_ipv6=1, net__ipv6__conf__default__disable_ipv6=1)
@@ -137,10 +167,10 @@ def _build_fabric(plan: LabPlan) -> None:
                net__ipv4__conf__all__rp_filter=0, net__ipv4__conf__default__rp_filter=0,
                net__ipv4__ip_forward=1 if node.kind == "gateway" else 0)
         ip("link", "set", "lo", "up", netns=ns)
-        host_side = f"{HOST_LINK_PREFIX}m{node.index}"  # e.g. dcl-m3 (15-char limit)
+        host_side = plan.host_link(node.index)
         ip("link", "add", host_side, "type", "veth", "peer", "name", "mgmt0", "netns", ns)
         _no_ipv6_host(host_side)
-        ip("link", "set", host_side, "master", MGMT_BRIDGE, "up")
+        ip("link", "set", host_side, "master", bridge, "up")
         ip("addr", "add", node.mgmt_address, "dev", "mgmt0", netns=ns)
         ip("link", "set", "mgmt0", "up", netns=ns)
         if node.data_address and node.site in fabric_of:
@@ -251,32 +281,40 @@ def _healthy_same_plan(plan: LabPlan) -> bool:
 
 # --------------------------------------------------------------------------------------- down
 def down(plan: LabPlan | None = None, quiet: bool = False, log=print) -> list[str]:  # type: ignore[no-untyped-def]
-    """Remove every namespace, link, process and state file of emulated labs; returns what was removed."""
+    """Remove every namespace, link, process and state file of ``plan``'s lab (its prefix, its
+    state folder, its store), leaving other labs alone; with no plan, of every emulated lab.
+    Returns what was removed."""
     removed: list[str] = []
-    state_dirs = set(RUN_ROOT.glob("*/")) if RUN_ROOT.exists() else set()
-    if plan is not None:
-        state_dirs.add(Path(plan.state_dir))
-    # 1. Processes in the host namespace: the line and the store (by recorded pid, then by scan).
+    all_dirs = set(RUN_ROOT.glob("*/")) if RUN_ROOT.exists() else set()
+    if plan is None:
+        state_dirs = all_dirs
+        prefixes = {DEFAULT_PREFIX, *(o.prefix for o in other_labs())}
+    else:
+        # its own folder, and leftovers of an earlier plan of the same prefix (another state_dir)
+        state_dirs = {Path(plan.state_dir), *(Path(o.state_dir) for o in other_labs(plan) if o.prefix == plan.prefix)}
+        prefixes = {plan.prefix}
+    mine = _ownership(plan, state_dirs)
+    # 1. Processes in the host namespace: the line, the store, Slurm's controller (by recorded pid, then by scan).
     pids: set[int] = set()
     for sd in state_dirs:
         st = _read_state(sd) or {}
         for name, pid in (st.get("pids") or {}).items():
-            if not name.startswith(("sshd:", "slurmd:")) and pid_alive(pid) and _is_lab_process(pid):
+            if not name.startswith(("sshd:", "slurmd:")) and pid_alive(pid) and mine(pid):
                 pids.add(pid)
-    pids |= _scan_lab_processes()
+    pids |= _scan_lab_processes(mine)
     if pids:
         _stop_pids(pids)
         removed.append(f"{len(pids)} processes")
     # 2. Namespaces (their processes first: sshd and its sessions, device servers).
     for ns in list_netns():
-        if ns.startswith(NETNS_PREFIX):
+        if any(owned(ns, p) for p in prefixes):
             inside = netns_pids(ns)
             _stop_pids(inside)
             run("ip", "netns", "del", ns, check=False)
             removed.append(ns)
     # 3. Host links (veth peers vanish with their namespaces; the bridge stays until removed).
     for link in host_links():
-        if link.startswith(HOST_LINK_PREFIX):
+        if any(owned(link, p) for p in prefixes):
             ip("link", "del", link, check=False)
             removed.append(link)
     # 4. State: keys, configs, pid files, sockets, logs.
@@ -291,17 +329,34 @@ def down(plan: LabPlan | None = None, quiet: bool = False, log=print) -> list[st
     return removed
 
 
-def _is_lab_process(pid: int) -> bool:
-    cmd = cmdline(pid)
+def _ownership(plan: LabPlan | None, state_dirs: set[Path]):  # type: ignore[no-untyped-def]
+    """A test for 'this host process is one of these labs'': the line, munged and slurmctld name
+    their state folder on their command line, the store its data folder."""
+    dirs = tuple(f"{d.as_posix().rstrip('/')}/" for d in state_dirs)
+    stores = (f"-storageDataPath={plan.store.data_dir}",) if plan is not None and plan.store else ()
+
+    def mine(pid: int) -> bool:
+        cmd = cmdline(pid)
+        if not _is_lab_process(cmd):
+            return False
+        if plan is None:
+            return True
+        if "victoria-metrics" in cmd:
+            return any(s in cmd.split() for s in stores)
+        return any(d in cmd for d in dirs)
+    return mine
+
+
+def _is_lab_process(cmd: str) -> bool:
     return (f"-m {LINE_MODULE} --config {RUN_ROOT}/" in cmd
             or ("victoria-metrics" in cmd and "-storageDataPath=/var/lib/dcilab/" in cmd)
             or (cmd.split(" ", 1)[0].rsplit("/", 1)[-1] in ("munged", "slurmctld") and f"{RUN_ROOT}/" in cmd))
 
 
-def _scan_lab_processes() -> set[int]:
+def _scan_lab_processes(mine) -> set[int]:  # type: ignore[no-untyped-def]
     found = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and _is_lab_process(int(entry.name)):
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and mine(int(entry.name)):
             found.add(int(entry.name))
     return found
 
@@ -349,7 +404,7 @@ def status(plan: LabPlan) -> LabStatus:
                            "up" if ok else "down", "answers /health" if ok else "does not answer /health"))
     if plan.scheduler:
         state, detail = slurm.status(plan)
-        st.rows.append(Row("scheduler", "slurm", f"{plan.scheduler.controller_address}:{slurm.CTLD_PORT}", state,
+        st.rows.append(Row("scheduler", "slurm", f"{plan.scheduler.controller_address}:{plan.scheduler.port}", state,
                            detail))
     return st
 

@@ -8,13 +8,19 @@ it can be saved with the lab's state and compared on the next ``up``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-NETNS_PREFIX = "dcl-"          # every namespace the lab makes starts with this
-HOST_LINK_PREFIX = "dcl-"      # every link the lab makes in the host namespace starts with this
-MGMT_BRIDGE = "dcl-mgmt"
+DEFAULT_PREFIX = "dcl"   # every namespace and host link a lab makes is named "<prefix>-...": one per lab
+SLURMCTLD_PORT = 6817    # Slurm's default; slurmctld listens host-wide, so two labs need two ports
+
+
+def owned(name: str, prefix: str) -> bool:
+    """Whether a namespace or host link of this name belongs to the lab of ``prefix`` (a prefix
+    has no '-', so "dcl-x" is never a lab "dc"'s, nor "dclb-x" lab "dcl"'s)."""
+    return name.startswith(f"{prefix}-")
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,11 @@ class NodePlan:
     password_env: str | None = None   # the device accepts the password found in this variable ...
     password_file: str | None = None  # ... or in this file (references only, as in the inventory)
     wan_port: str | None = None       # gateway: its port toward the line, as its CLI names it
+    prefix: str = DEFAULT_PREFIX      # the lab's (LabPlan.prefix)
 
     @property
     def netns(self) -> str:
-        return f"{NETNS_PREFIX}{self.name}"
+        return f"{self.prefix}-{self.name}"
 
     @property
     def mgmt_ip(self) -> str:
@@ -55,10 +62,11 @@ class FabricPlan:
     subnet: str
     gateway: str                # gateway device name
     gateway_ip: str             # its fabric address (next hop of the GPU nodes toward the WAN)
+    prefix: str = DEFAULT_PREFIX
 
     @property
     def netns(self) -> str:
-        return f"{NETNS_PREFIX}fab-{self.site}"
+        return f"{self.prefix}-fab-{self.site}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class SchedulerPlan:
     controller: str             # slurmctld's hostname (its own UTS namespace) ...
     controller_address: str     # ... and address: the controller's, on the management bridge
     nodes: tuple[SlurmNodePlan, ...]
+    port: int = SLURMCTLD_PORT  # slurmctld's (host-wide); slurmd's is per namespace
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,15 @@ class LabPlan:
     python: str                 # interpreter that runs the emulator's own processes
     known_networks: tuple[str, ...] = field(default=())   # every subnet of the plan, to check the host for clashes
     scheduler: SchedulerPlan | None = None
+    prefix: str = DEFAULT_PREFIX   # names its namespaces and host links: several labs coexist on one host
+
+    @property
+    def mgmt_bridge(self) -> str:
+        return f"{self.prefix}-mgmt"
+
+    def host_link(self, index: int) -> str:
+        """The host side of device ``index``'s management veth (e.g. dcl-m3: 15 characters at most)."""
+        return f"{self.prefix}-m{index}"
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -184,3 +202,26 @@ class LabPlan:
         d["scheduler"] = SchedulerPlan(**{**sched, "nodes": tuple(SlurmNodePlan(**n) for n in sched["nodes"])}) \
             if sched else None
         return cls(**d)
+
+
+def clashes(plan: LabPlan, other: LabPlan) -> list[str]:
+    """What two labs would fight over on one host: their names (prefix), state, the management
+    network the host routes, and the host-wide ports of the store and of slurmctld.  Fabrics and
+    the line live inside the labs' namespaces and may repeat."""
+    out = []
+    if plan.prefix == other.prefix:
+        out.append(f"both name their namespaces and links {plan.prefix}-* (emulation.prefix)")
+    if plan.state_dir.rstrip("/") == other.state_dir.rstrip("/"):
+        out.append(f"both keep their state in {plan.state_dir} (emulation.state_dir)")
+    mine, theirs = (ipaddress.ip_interface(p.controller_address).network for p in (plan, other))
+    if mine.overlaps(theirs):
+        out.append(f"their management networks overlap ({mine} and {theirs}: emulation.address_plan.management "
+                   "and the devices' mgmt addresses)")
+    if plan.store and other.store:
+        if plan.store.port == other.store.port:
+            out.append(f"both stores listen on port {plan.store.port} (metrics.url)")
+        if plan.store.data_dir == other.store.data_dir:
+            out.append(f"both stores keep their data in {plan.store.data_dir} (the inventory's name)")
+    if plan.scheduler and other.scheduler and plan.scheduler.port == other.scheduler.port:
+        out.append(f"both run slurmctld on port {plan.scheduler.port} (emulation.slurm_port)")
+    return out

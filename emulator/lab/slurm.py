@@ -22,7 +22,7 @@ from emulator.lab.sys import LabError, stop_pid, tcp_probe, wait_for
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("srun", "squeue", "scontrol", "scancel", "sinfo")
-CTLD_PORT, SLURMD_PORT = 6817, 6818
+SLURMD_PORT = 6818   # in each node's own namespace; slurmctld's port is the plan's (host-wide)
 READY = {"idle", "alloc", "mix", "comp"}
 
 
@@ -51,7 +51,7 @@ def config_text(plan: LabPlan, sched: SchedulerPlan) -> str:
         "# written by dcilab lab up (emulator/lab/slurm.py); removed by lab down",
         f"ClusterName={sched.cluster}",
         f"SlurmctldHost={sched.controller}({sched.controller_address})",
-        f"SlurmctldPort={CTLD_PORT}", f"SlurmdPort={SLURMD_PORT}",
+        f"SlurmctldPort={sched.port}", f"SlurmdPort={SLURMD_PORT}",
         "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={d}/munge.sock",
         "SlurmUser=root", "SlurmdUser=root",
         f"StateSaveLocation={d}/ctld", f"SlurmdSpoolDir={d}/spool/%n",
@@ -112,8 +112,9 @@ def start(plan: LabPlan) -> dict[str, int]:
     sched = plan.scheduler
     assert sched is not None
     host = sched.controller_address
-    if tcp_probe(host, CTLD_PORT, 0.5) == "open":
-        raise LabError(f"{host}:{CTLD_PORT} is already in use (another slurmctld?); stop it before lab up")
+    if tcp_probe(host, sched.port, 0.5) == "open":
+        raise LabError(f"{host}:{sched.port} is already in use (another slurmctld?); stop it before lab up, "
+                       "or give this lab another emulation.slurm_port")
     write_configs(plan, sched)
     d = conf_dir(plan)
     pids: dict[str, int] = {}

@@ -76,6 +76,9 @@ def _fix_for(err: dict[str, Any]) -> str:
         return "write the host key's fingerprint as 'ssh-keygen -lf KEY.pub' prints it: SHA256: and 43 base64 characters"
     if kind == "string_pattern_mismatch" and pattern.startswith("^[A-Za-z_]"):
         return "write the name of an environment variable: letters, digits and '_', not starting with a digit"
+    if kind == "string_pattern_mismatch" and pattern.startswith("^[a-z][a-z0-9]{0,5}$"):
+        return ("write 1-6 lower-case letters and digits, starting with a letter, no '-' (e.g. dc2): "
+                "it names the lab's namespaces and links, which Linux limits to 15 characters")
     if kind == "string_pattern_mismatch" and pattern.startswith("^https?://"):
         return "write a URL such as http://influxdb.example.net:8086"
     if kind.startswith("ip_") or "ip" in kind and "address" in kind:

@@ -334,6 +334,9 @@ class Lease(Strict):
 class Emulation(Strict):
     """Only for an emulated lab: how `dcilab lab up` builds it on this machine."""
 
+    prefix: str = Field("dcl", pattern=r"^[a-z][a-z0-9]{0,5}$",
+                        description="names the lab's namespaces and host links (<prefix>-<device>, <prefix>-mgmt): "
+                                    "labs of different prefixes coexist on one host")
     state_dir: str = Field("/run/dcilab/emulated", description="keys, configs, pid files; removed by lab down")
     address_plan: AddressPlan
     bandwidth_scale: float = Field(gt=0, le=1, description="emulated rate = real rate x scale (keeps 800G:400G ratios)")
@@ -342,6 +345,8 @@ class Emulation(Strict):
     personalities: Any = Field(None, exclude=True, description="gone: each device's driver: says what it runs")
     metrics_store: Literal["victoria-metrics", "none"] = "victoria-metrics"
     transport: Transport = Field(default_factory=Transport)
+    slurm_port: int = Field(6817, ge=1024, le=65535,
+                            description="the emulated slurmctld's port on this host (two labs need two ports)")
     scheduler: Literal["none", "slurm"] = Field(
         "none", description="slurm: the lab runs a real Slurm (munged and slurmctld on the controller, a slurmd in "
                             "each GPU node's namespace, partition dci unless the scheduler: block names another); "

@@ -109,3 +109,11 @@ def test_restore_cancels_a_slurm_job_only_through_the_inventory_s_scheduler(tmp_
     assert any("scheduler: block" in x for x in untrusted_steps(load_inventory(EMULATED), e))
     bad = Entry(**{**e.__dict__, "undo": [Step("dc-a-gpu1", "scancel_job", {"run_id": "../x; rm"}, "")]})
     assert untrusted_steps(load_inventory(slurm_inventory(tmp_path)), bad)
+
+
+def test_slurms_words_for_an_unusable_scheduler_come_with_what_to_check() -> None:
+    from testbed.jobs.slurm import hint
+    down = hint("slurm_load_partitions: Unable to contact slurm controller (connect failure)", "/x/slurm.conf")
+    assert "slurmctld does not answer" in down and "/x/slurm.conf" in down
+    assert "munge key" in hint("slurm_load_partitions: Zero Bytes were transmitted or received", None)
+    assert hint("Invalid partition name specified", None) == ""      # Slurm's own words suffice

@@ -115,6 +115,46 @@ def test_what_slurm_refuses_is_the_scheduler_s_cause(slurm_inv, tmp_path):  # ty
         blocker.wait(60)
 
 
+def test_a_controller_with_another_munge_key_is_told_so(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
+    """This controller's munged holds a key that is not the cluster's: Slurm refuses every request;
+    the job is not started and the error names the scheduler, the job and the key."""
+    from testbed.jobs.slurm import SlurmClient
+    sock, key = tmp_path / "munge.sock", tmp_path / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    munged = subprocess.Popen(["munged", "--foreground", "--force", f"--socket={sock}", f"--key-file={key}",
+                               f"--pid-file={tmp_path}/munged.pid", f"--seed-file={tmp_path}/munged.seed",
+                               f"--log-file={tmp_path}/munged.log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            assert munged.poll() is None and time.monotonic() < deadline, "the test's munged did not start"
+            time.sleep(0.1)
+        conf = tmp_path / "slurm.conf"
+        conf.write_text("\n".join(f"AuthInfo=socket={sock}" if ln.startswith("AuthInfo=") else ln
+                                  for ln in Path(slurm_conf(slurm_inv)).read_text().splitlines()) + "\n")
+        with pytest.raises(JobError, match="Zero Bytes.*munge key is not the cluster's") as err:
+            SlurmClient(partition="dci", conf=str(conf)).check(NODES)
+        assert str(err.value).startswith("slurm: sinfo")
+    finally:
+        munged.terminate()
+        munged.wait(10)
+
+
+def test_a_job_when_slurmctld_is_down_is_not_started_and_says_so(slurm_inv, emulated_lab, tmp_path):  # type: ignore[no-untyped-def]
+    from emulator.lab import build
+    state = json.loads((Path(emulated_lab.state_dir) / "lab.json").read_text())
+    os.kill(state["pids"]["slurmctld"], 9)
+    try:
+        run_id = rid("down")
+        with pytest.raises(JobError, match="slurmctld does not answer") as err:
+            SlurmTrainingJob(slurm_inv, NODES, BASE, run_id, report_dir=tmp_path / "a", metrics=None).start()
+        assert f"job {job_name(run_id)} was not started" in str(err.value)
+        assert on_nodes(run_id) == {}
+    finally:
+        assert build.up(emulated_lab, log=lambda *_: None) == "built"   # the lab as it was found
+
+
 def test_lab_restore_cancels_the_slurm_job_of_a_sigkilled_controller(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]
     """The controller's srun is in a session of its own: SIGKILL of the controller leaves the job
     running in Slurm; it was journaled with its scancel, which `lab restore` sends."""

@@ -47,6 +47,25 @@ class SlurmError(JobError):
     """Slurm refused a request or does not answer (the message names the command and Slurm's words)."""
 
 
+# Slurm's words for a scheduler that cannot be used at all -> what the lab engineer should look at.
+_HINTS = (
+    (re.compile(r"Unable to contact slurm controller|Connection refused", re.I),
+     "slurmctld does not answer: is it running, and is SlurmctldHost/SlurmctldPort in {conf} reachable from here?"),
+    # slurmctld hangs up on a request it cannot authenticate: the client sees zero bytes
+    (re.compile(r"Zero Bytes were transmitted|authentication|credential|munge", re.I),
+     "slurmctld hung up on the request: most often this controller's munge key is not the cluster's "
+     "(copy the cluster's /etc/munge/munge.key here and restart munged); slurmctld's log says which"),
+)
+
+
+def hint(said: str, conf: str | None) -> str:
+    """A short 'what to check' for Slurm's words, or '' when they speak for themselves."""
+    for pattern, text in _HINTS:
+        if pattern.search(said):
+            return " (" + text.format(conf=conf or "the system's slurm.conf") + ")"
+    return ""
+
+
 def job_name(run_id: str) -> str:
     return f"dcilab-{run_id}"
 
@@ -72,7 +91,8 @@ class SlurmClient:
             raise SlurmError(f"slurm: {' '.join(argv)} did not answer within {timeout:g} s") from None
         if r.returncode:
             why = (r.stderr or r.stdout).strip().splitlines()
-            raise SlurmError(f"slurm: {' '.join(argv)}: {why[-1] if why else f'exit {r.returncode}'}")
+            said = why[-1] if why else f"exit {r.returncode}"
+            raise SlurmError(f"slurm: {' '.join(argv)}: {said}{hint(said, self.conf)}")
         return r.stdout
 
     def check(self, nodes: Sequence[str]) -> None:
@@ -207,6 +227,9 @@ class SlurmTrainingJob(TrainingJob):
             for t in self._readers:
                 t.start()
             threading.Thread(target=self._join_readers, daemon=True).start()
+        except SlurmError as exc:
+            self.stop()
+            raise SlurmError(f"{exc}; job {self.job_name} was not started") from None
         except BaseException:
             self.stop()
             raise
@@ -279,6 +302,7 @@ class SlurmTrainingJob(TrainingJob):
             return None             # every torchrun said how it ended: the usual classification
         errors = [m for m in self.srun_messages if "error" in m.lower() or "cancel" in m.lower()]
         said = "; ".join((errors or self.srun_messages)[-3:]) or f"srun exited {self._srun.returncode}"
+        said += hint(said, self.client.conf)
         state = self.client.job(self.slurm_job_id) if self.slurm_job_id else {}
         where = f"job {self.slurm_job_id} {state.get('JobState', '')}".strip() if self.slurm_job_id else \
             f"job {self.job_name} never started"
@@ -289,7 +313,10 @@ class SlurmTrainingJob(TrainingJob):
     # ---------------------------------------------------------------------------------- stop
 
     def leftovers(self) -> dict[str, list[str]]:
-        """The job while Slurm still lists it as running (empty once it has ended)."""
+        """The job while Slurm still lists it as running (empty once it has ended, or when it was
+        never submitted: no question to a Slurm that may be down)."""
+        if self._srun is None:
+            return {}
         try:
             ids = self.job_ids()
         except JobError as exc:

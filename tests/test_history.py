@@ -326,6 +326,109 @@ def test_history_cli_exit_code_on_regression(tmp_path):
     assert r.returncode == 1 and "no such folder" in r.stderr
 
 
+# ------------------------------------------------------------------------ several testbeds' runs
+
+def on(testbed: str, summary: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    """``summary`` as run on the testbed named ``testbed`` (under ``run_id``)."""
+    summary["testbed"] = {**summary["testbed"], "name": testbed}
+    if run_id:
+        summary["run_id"] = run_id
+    return summary
+
+
+def write_group(reports: Path, group: str, runs: dict[str, dict[str, Any]]) -> Path:
+    """A group folder as `dcilab trial --inventory A --inventory B` writes it: testbeds.json and
+    a run folder per testbed, named by the testbed."""
+    g = reports / group
+    g.mkdir(parents=True)
+    (g / history.GROUP).write_text(json.dumps({"run_id": group, "testbeds": [
+        {"name": name, "run_dir": name} for name in runs]}))
+    for name, summary in runs.items():
+        d = g / name
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps(summary))
+    return g
+
+
+def test_a_run_is_compared_only_with_runs_of_its_own_testbed(tmp_path):
+    """Two testbeds sharing reports/: "previous" is the latest earlier run of the same testbed,
+    not the other testbed's later one; a reference pinned on one testbed is not the other's."""
+    a1 = write_run(tmp_path, on("lab-a", night(1, started="2026-11-20T01:00:00Z")))
+    b1 = write_run(tmp_path, on("lab-b", night(2, started="2026-11-20T02:00:00Z")))
+    a2 = write_run(tmp_path, on("lab-a", night(3, started="2026-11-21T01:00:00Z")))
+    b2 = write_run(tmp_path, on("lab-b", night(4, started="2026-11-21T02:00:00Z")))
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, b2)] == [("previous", b1.name)]
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, a2)] == [("previous", a1.name)]
+    assert history.baselines_for(tmp_path, a1) == [] and history.baselines_for(tmp_path, b1) == []
+    history.pin(tmp_path, a1.name)
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, a2)] == [("previous", a1.name),
+                                                                               ("reference", a1.name)]
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, b2)] == [("previous", b1.name)]
+    history.pin(tmp_path, b1.name)      # one reference per profile: now lab-b's
+    assert [r for r, _ in history.baselines_for(tmp_path, a2)] == ["previous"]
+    assert [(r, e.path) for r, e in history.baselines_for(tmp_path, b2)] == [("previous", b1.name),
+                                                                               ("reference", b1.name)]
+
+
+def test_a_group_folder_lists_its_testbeds_runs_each_compared_with_its_own_testbed(tmp_path):
+    reports = tmp_path / "reports"
+    a1 = write_run(reports, on("lab-a", night(1, repeats=3, started="2026-11-20T01:00:00Z")))
+    b1 = write_run(reports, on("lab-b", night(2, repeats=3, started="2026-11-20T02:00:00Z")))
+    g1 = write_group(reports, "G1", {
+        "lab-a": on("lab-a", night(3, repeats=3, started="2026-11-21T01:00:00Z", slow={DP_DROP: 1.6}), "G1-lab-a"),
+        "lab-b": on("lab-b", night(4, repeats=3, started="2026-11-21T01:00:01Z"), "G1-lab-b")})
+    g2 = write_group(reports, "G2", {
+        "lab-a": on("lab-a", night(5, repeats=3, started="2026-11-22T01:00:00Z"), "G2-lab-a"),
+        "lab-b": on("lab-b", night(6, repeats=3, started="2026-11-22T01:00:01Z"), "G2-lab-b")})
+    entries = history.write_index(reports)
+    assert [(e.path, e.run_id, e.testbed) for e in entries] == [
+        (a1.name, "run-1", "lab-a"), (b1.name, "run-2", "lab-b"), ("G1/lab-a", "G1-lab-a", "lab-a"),
+        ("G1/lab-b", "G1-lab-b", "lab-b"), ("G2/lab-a", "G2-lab-a", "lab-a"), ("G2/lab-b", "G2-lab-b", "lab-b")]
+    assert not any(e.path in ("G1", "G2") for e in entries)      # a group folder is not a run
+    assert history.reports_root(g1 / "lab-a") == reports and history.reports_root(a1) == reports
+    assert history.reports_root(tmp_path / "elsewhere" / "G" / "x") is None
+    # each testbed's run in a group: previous is its own testbed's, from a flat run or another group
+    assert [(r, e.path) for r, e in history.baselines_for(reports, g1 / "lab-a")] == [("previous", a1.name)]
+    assert [(r, e.path) for r, e in history.baselines_for(reports, g1 / "lab-b")] == [("previous", b1.name)]
+    assert [(r, e.path) for r, e in history.baselines_for(reports, g2 / "lab-b")] == [("previous", "G1/lab-b")]
+    # pinned by the child's run id (or its path), kept as its path; used for its testbed only
+    assert history.pin(reports, "G1-lab-b").path == "G1/lab-b"
+    assert history.references(reports) == {"quick": "G1/lab-b"}
+    assert [(r, e.path) for r, e in history.baselines_for(reports, g2 / "lab-b")] == [("previous", "G1/lab-b"),
+                                                                                       ("reference", "G1/lab-b")]
+    assert [r for r, _ in history.baselines_for(reports, g2 / "lab-a")] == ["previous"]
+    history.pin(reports, "G1/lab-a")
+    assert history.references(reports) == {"quick": "G1/lab-a"}
+    history.unpin(reports, "quick")
+    # finishing a child run: compared within reports/ (the grandparent), indexed there
+    done = finish_run(g2 / "lab-a")
+    assert done.problems == [] and [c["run_id"] for c in done.comparisons] == ["G1-lab-a"]
+    index = json.loads((reports / "index.json").read_text())
+    assert next(r for r in index["runs"] if r["path"] == "G2/lab-a")["compared_with"] == {"previous": "G1-lab-a"}
+    page = (reports / "index.html").read_text()
+    assert "href='G2/lab-a/report.html'>G2/lab-a</a>" in page and "<td>lab-a</td>" in page
+    assert not (g2 / "index.json").exists()
+    done = finish_run(g1 / "lab-a", render=False)      # the slower one, against lab-a's flat run
+    assert done.regressions == [f"previous run-1: {DP_DROP}"]
+
+
+def test_history_cli_pins_and_lists_a_testbeds_run_of_a_group(tmp_path):
+    reports = tmp_path / "reports"
+    write_group(reports, "20261121T010000Z-ab12", {
+        "lab-a": on("lab-a", night(1, started="2026-11-21T01:00:00Z"), "20261121T010000Z-ab12-lab-a"),
+        "lab-b": on("lab-b", night(2, started="2026-11-21T01:00:01Z"), "20261121T010000Z-ab12-lab-b")})
+    cmd = [sys.executable, "-m", "testbed.cli", "history", "--reports-dir", str(reports)]
+    r = subprocess.run(cmd + ["pin", "20261121T010000Z-ab12-lab-b"], capture_output=True, text=True, cwd=ROOT,
+                       check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pinned 20261121T010000Z-ab12/lab-b as the reference of profile quick" in r.stdout
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    assert r.returncode == 0 and "2 run(s)" in r.stdout
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.startswith("20261121T010000Z-ab12/")}
+    assert set(lines) == {"20261121T010000Z-ab12/lab-a", "20261121T010000Z-ab12/lab-b"}
+    assert "(reference)" in lines["20261121T010000Z-ab12/lab-b"] and "lab-b" in lines["20261121T010000Z-ab12/lab-b"]
+
+
 # ---------------------------------------------------------------------------------- the profiles
 
 def test_degraded_profile_is_a_canary_of_quick():

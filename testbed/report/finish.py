@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.report.compare import compare
-from testbed.report.history import atomic_write, baselines_for, is_history, write_index
+from testbed.report.history import atomic_write, baselines_for, reports_root, write_index
 from testbed.report.summary import ReportError, load_json
 
 COMPARISON = "comparison.json"
@@ -34,10 +34,9 @@ def compare_run(run_dir: Path, *, with_run: Path | None = None,
     summary = load_json(run_dir / "summary.json")
     if with_run is not None:
         others = [("chosen", Path(with_run))]
-    elif not is_history(run_dir.parent):
+    elif (reports := reports_root(run_dir)) is None:
         return []  # no history to compare with: no comparison.json, no section in the report
-    else:
-        reports = run_dir.parent
+    else:  # reports/RUN, or reports/GROUP/NAME for one testbed of a group run
         others = [(role, reports / e.path) for role, e in baselines_for(reports, run_dir)]
     out = []
     for role, d in others:
@@ -69,8 +68,8 @@ def finish_run(run_dir: Path, *, compare_runs: bool = True, render: bool = True)
         except (ReportError, OSError) as exc:
             f.problems.append(f"report: {exc}")
     try:
-        if is_history(run_dir.parent):
-            write_index(run_dir.parent)
+        if (reports := reports_root(run_dir)) is not None:
+            write_index(reports)
     except (ReportError, OSError) as exc:
         f.problems.append(f"history index: {exc}")
     return f

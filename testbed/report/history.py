@@ -5,6 +5,11 @@ The run folders are the truth; ``index.json`` and ``index.html`` are rebuilt fro
 run (and by ``dcilab history``), so a deleted or hand-copied folder never leaves the index wrong.
 A folder whose summary is unreadable or of another format is listed as such, never dropped.
 ``reference.json`` holds the pinned run per profile (``dcilab history pin RUN``).
+
+A group folder (one holding ``testbeds.json``: ``dcilab trial`` on several testbeds at once) is not
+a run; each of its sub-folders is one testbed's run, listed as ``GROUP/NAME``.  A run is compared
+only with runs of its own testbed (``summary.json`` testbed.name): two testbeds sharing reports/
+are different gear, and one's numbers say nothing about the other's.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from testbed.report.summary import ReportError, dct, load_json
 INDEX = "index.json"
 INDEX_HTML = "index.html"
 REFERENCE = "reference.json"
+GROUP = "testbeds.json"
+"""The marker of a group folder: one run of ``dcilab trial`` on several testbeds, a run folder each."""
 
 
 @dataclass
 class RunEntry:
     """One run folder as the index lists it."""
     run_id: str
-    path: str  # relative to the reports folder
+    path: str  # relative to the reports folder: RUN, or GROUP/NAME for one testbed of a group run
     profile: str | None = None
     compare_with: str | None = None
     started: str | None = None
@@ -58,8 +65,35 @@ def is_history(folder: Path) -> bool:
     return folder.name == "reports" or (folder / INDEX).exists() or (folder / REFERENCE).exists()
 
 
-def _entry(d: Path) -> RunEntry:
-    e = RunEntry(run_id=d.name, path=d.name, has_report=(d / "report.html").exists())
+def is_group(folder: Path) -> bool:
+    """Whether ``folder`` is a group folder: several testbeds' runs of one ``dcilab trial``."""
+    return (Path(folder) / GROUP).is_file()
+
+
+def reports_root(run_dir: Path) -> Path | None:
+    """The history folder ``run_dir`` belongs to: its parent, or its grandparent when the parent is
+    a group folder; None when that folder is not a history (see :func:`is_history`)."""
+    parent = Path(run_dir).parent
+    if is_group(parent):
+        parent = parent.parent
+    return parent if is_history(parent) else None
+
+
+def _rel(reports: Path, run_dir: Path) -> str:
+    """``run_dir``'s path in the index: relative to ``reports`` ("RUN" or "GROUP/NAME")."""
+    try:
+        return Path(run_dir).resolve().relative_to(Path(reports).resolve()).as_posix()
+    except ValueError:
+        return Path(run_dir).name
+
+
+def _is_run(d: Path) -> bool:
+    return d.is_dir() and ((d / "summary.json").exists() or (d / "junit.xml").exists())
+
+
+def read_entry(d: Path, path: str | None = None) -> RunEntry:
+    """One run folder as the index lists it (``path``: its place in the index, default its name)."""
+    e = RunEntry(run_id=d.name, path=path or d.name, has_report=(d / "report.html").exists())
     try:
         s = load_json(d / "summary.json")
     except ReportError as exc:
@@ -91,12 +125,17 @@ def _entry(d: Path) -> RunEntry:
 
 def scan(reports: Path) -> list[RunEntry]:
     """Every run folder under ``reports`` (a folder holding summary.json, or an unreadable one),
-    oldest first by start time, then by name."""
+    and every testbed's run folder in a group folder (path GROUP/NAME), oldest first by start
+    time, then by path."""
     reports = Path(reports)
     if not reports.is_dir():
         return []
-    entries = [_entry(d) for d in sorted(reports.iterdir())
-               if d.is_dir() and ((d / "summary.json").exists() or (d / "junit.xml").exists())]
+    entries = []
+    for d in sorted(reports.iterdir()):
+        if d.is_dir() and is_group(d):
+            entries += [read_entry(c, f"{d.name}/{c.name}") for c in sorted(d.iterdir()) if _is_run(c)]
+        elif _is_run(d):
+            entries.append(read_entry(d))
     return sorted(entries, key=lambda e: (e.started or "", e.path))
 
 
@@ -146,19 +185,21 @@ def unpin(reports: Path, profile: str) -> bool:
 
 def baselines_for(reports: Path, run_dir: Path) -> list[tuple[str, RunEntry]]:
     """The runs ``run_dir`` is compared with: ("previous", the latest earlier comparable run of the
-    profile it compares with) and ("reference", that profile's pinned run), each at most once."""
+    profile it compares with, on the same testbed) and ("reference", that profile's pinned run,
+    when it ran on the same testbed), each at most once."""
     reports, run_dir = Path(reports), Path(run_dir)
     entries = scan(reports)
-    me = next((e for e in entries if e.path == run_dir.name), None) or _entry(run_dir)
+    rel = _rel(reports, run_dir)
+    me = next((e for e in entries if e.path == rel), None) or read_entry(run_dir, rel)
     lineage = me.compare_with or me.profile
     out: list[tuple[str, RunEntry]] = []
     earlier = [e for e in entries if e.path != me.path and e.comparable and e.profile == lineage
-               and (e.started or "") < (me.started or "~")]
+               and e.testbed == me.testbed and (e.started or "") < (me.started or "~")]
     if earlier:
         out.append(("previous", earlier[-1]))
     ref = references(reports).get(lineage or "")
     r = next((e for e in entries if e.path == ref), None) if ref and ref != me.path else None
-    if r is not None:
+    if r is not None and r.testbed == me.testbed:
         out.append(("reference", r))
     return out
 
@@ -178,23 +219,39 @@ def write_index(reports: Path) -> list[RunEntry]:
     return entries
 
 
+STYLE = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:3px 6px;font-size:90%}.fail{color:#b00}.note{color:#666}")
+
+
+def html_page(title: str, headers: list[str], rows: list[list[str]], intro: str = "") -> str:
+    """A small self-contained page: a title and one table.  ``rows`` hold HTML already escaped
+    (:func:`html.escape` every text that came from a file); ``title`` and ``headers`` are escaped here."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{intro}<table><tr>{head}</tr>"
+            + body + "</table></body></html>\n")
+
+
+def verdicts_html(counts: dict[str, int]) -> str:
+    return ", ".join(f"{escape(k)} {v}" for k, v in sorted(counts.items()))
+
+
 def _index_html(entries: list[RunEntry], refs: dict[str, str]) -> str:
     pinned = set(refs.values())
     rows = []
     for e in reversed(entries):
-        link = f"<a href='{escape(e.path)}/report.html'>{escape(e.run_id)}</a>" if e.has_report else escape(e.run_id)
+        # the folder names the run (GROUP/NAME for one testbed of a group); the run id only where it says more
+        link = f"<a href='{escape(e.path)}/report.html'>{escape(e.path)}</a>" if e.has_report else escape(e.path)
+        if e.run_id not in (e.path, e.path.replace("/", "-")):
+            link += f" <span class='note'>{escape(e.run_id)}</span>"
         regs = "; ".join(f"{escape(role)} {escape(e.compared_with.get(role, '?'))}: "
                          + (f"<b class='fail'>{len(keys)} regression(s)</b> ({escape(', '.join(keys))})"
                             if keys else "no regression")
                          for role, keys in e.regressions.items())
-        verdicts = ", ".join(f"{escape(k)} {v}" for k, v in sorted(e.verdicts.items()))
-        rows.append(f"<tr><td>{link}{' <b>(reference)</b>' if e.path in pinned else ''}</td>"
-                    f"<td>{escape(str(e.profile))}</td><td>{escape(str(e.started))}</td>"
-                    f"<td>{escape(str(e.status))}{' (dry run)' if e.dry_run else ''}</td><td>{verdicts}</td>"
-                    f"<td>{regs or '&ndash;'}</td><td class='note'>{escape(e.error or '')}</td></tr>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dcilab runs</title><style>"
-            "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:90%}.fail{color:#b00}.note{color:#666}"
-            "</style></head><body><h1>dcilab runs</h1><table><tr><th>run</th><th>profile</th><th>started</th>"
-            "<th>status</th><th>verdicts</th><th>compared with</th><th>problems</th></tr>"
-            + "".join(rows) + "</table></body></html>\n")
+        rows.append([f"{link}{' <b>(reference)</b>' if e.path in pinned else ''}", escape(str(e.testbed)),
+                     escape(str(e.profile)), escape(str(e.started)),
+                     f"{escape(str(e.status))}{' (dry run)' if e.dry_run else ''}", verdicts_html(e.verdicts),
+                     regs or "&ndash;", f"<span class='note'>{escape(e.error or '')}</span>"])
+    return html_page("dcilab runs", ["run", "testbed", "profile", "started", "status", "verdicts", "compared with",
+                                     "problems"], rows)

@@ -1,7 +1,8 @@
 """``dcilab history``: the runs under reports/, the pinned reference per profile, comparisons.
 
     dcilab history                      list the runs (and rebuild reports/index.json, index.html)
-    dcilab history pin RUN_ID           pin a run as its profile's reference
+    dcilab history pin RUN_ID           pin a run as its profile's reference (a run id, a folder
+                                        under reports/, or GROUP/NAME: one testbed of a group run)
     dcilab history unpin PROFILE        forget a profile's reference
     dcilab history compare RUN_DIR [--with RUN_DIR]
                                         compare a run with its previous run and reference (or one
@@ -71,17 +72,18 @@ def _history(a: argparse.Namespace) -> int:
             print_comparisons(comps)
             from testbed.report.render import render_run
             print(f"report: {render_run(a.run_dir).html}")
-            if history.is_history(Path(a.run_dir).parent):
-                history.write_index(Path(a.run_dir).parent)
+            if (root := history.reports_root(Path(a.run_dir))) is not None:
+                history.write_index(root)
             return EXIT_REGRESSION if any(c["regressions"] for c in comps) else 0
         entries = history.write_index(a.reports_dir)
     except ReportError as exc:
         print(f"dcilab history: {exc}", file=sys.stderr)
         return 1
     refs = set(history.references(a.reports_dir).values())
+    width = max([32] + [len(e.path) + 1 for e in entries])      # GROUP/NAME is longer than a run id
     for e in entries:
         regs = sum(len(v) for v in e.regressions.values())
-        print(f"{e.path:32} {e.profile!s:10} {e.status!s:11} "
+        print(f"{e.path:{width}} {e.testbed!s:14} {e.profile!s:10} {e.status!s:11} "
               f"{' '.join(f'{k}={v}' for k, v in sorted(e.verdicts.items())):24} "
               f"{'REGRESSED ' if regs else ''}{'(reference) ' if e.path in refs else ''}{e.error or ''}")
     print(f"{len(entries)} run(s); index in {a.reports_dir / history.INDEX_HTML}")

@@ -1,6 +1,7 @@
 """``dcilab trial``: the field-trial suite (pytest underneath) against an inventory.
 
     dcilab trial --inventory inventory/emulated.yaml --profile quick [--report-dir DIR] [-k EXPR]
+    dcilab trial --inventory A.yaml --inventory B.yaml ...      several testbeds at once
 
 On an emulated inventory the lab is brought up if it is not up, and brought down afterwards
 (left up if it was up before).  Then the run is compared with the previous run of its profile and
@@ -9,6 +10,10 @@ index under reports/ rebuilt.  Exit codes: pytest's (0 every case passed or was 
 reason, 1 a case failed, 2 interrupted, 4 bad input: inventory, profile, run id), except that a run whose
 cases regressed against the previous or reference run exits 3 where pytest said 0 or 1, and a run
 refused because another run holds the testbed exits 75 (testbed/lock.py).
+
+With ``--inventory`` given twice or more, one child ``dcilab trial`` per testbed runs in parallel,
+each a whole session of its own (lease, lab, baseline, report, history), into one group folder with
+an index: testbed/trial/testbeds.py.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("trial", help="run the field-trial suite (cases/) against an inventory and write a report",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--inventory", type=Path, default=None,
-                   help="testbed inventory (default: $DCILAB_INVENTORY or inventory/emulated.yaml)")
+    p.add_argument("--inventory", type=Path, action="append", default=None,
+                   help="testbed inventory (default: $DCILAB_INVENTORY or inventory/emulated.yaml); give it "
+                        "several times to run on several testbeds at once, a report each and one index")
     p.add_argument("--profile", default="quick", help="quick | full | nightly | scale | degraded (cases/profiles.yaml)")
     p.add_argument("--profiles-file", type=Path, default=None, help="profiles and criteria file")
-    p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<run-id>")
+    p.add_argument("--report-dir", type=Path, default=None,
+                   help="default: reports/<run-id> (several testbeds: the group folder, a run folder per testbed)")
     p.add_argument("--run-id", default=None, help="default: UTC time + a random suffix")
     p.add_argument("-k", dest="keyword", default=None, help="only cases matching this pytest -k expression")
     p.add_argument("--dry-run", action="store_true", help="plan every case; connect to nothing")
@@ -47,7 +54,8 @@ def pytest_args(a: argparse.Namespace) -> list[str]:
 
     run_id = a.run_id or new_run_id()
     report = a.report_dir or ROOT / "reports" / run_id
-    args = [str(ROOT / "cases"), "--inventory", str(a.inventory or default_inventory()), "--profile", a.profile,
+    inventory = a.inventory[0] if a.inventory else default_inventory()
+    args = [str(ROOT / "cases"), "--inventory", str(inventory), "--profile", a.profile,
             "--run-id", run_id, "--report-dir", str(report), "--junitxml", str(Path(report) / "junit.xml"),
             "-p", "no:cacheprovider", "-rA", "--rootdir", str(ROOT)]
     if a.profiles_file:
@@ -67,6 +75,9 @@ def pytest_args(a: argparse.Namespace) -> list[str]:
 
 
 def run_trial(a: argparse.Namespace) -> int:
+    if a.inventory and len(a.inventory) > 1:
+        from testbed.trial.testbeds import run_testbeds
+        return run_testbeds(a, list(a.inventory))
     import pytest
 
     args = pytest_args(a)

@@ -44,7 +44,7 @@ def test_the_inventory_chooses_the_launcher_and_the_lab_stays_the_same(tmp_path:
     assert lab_plan(plain).digest == lab_plan(slurm).digest      # `lab up` of either finds the other's lab
     text = config_text(lab_plan(plain), lab_plan(plain).scheduler)
     assert "SlurmctldHost=dcilab-ctl(198.18.0.1)" in text and "AuthType=auth/munge" in text
-    assert "NodeName=dc-b-gpu2 NodeAddr=198.18.0.14 CPUs=8 State=UNKNOWN" in text      # gpus: 8
+    assert "NodeName=dc-b-gpu2 NodeAddr=198.18.0.14 CPUs=8 Gres=gpu:8 State=UNKNOWN" in text   # gpus: 8
     assert "PartitionName=dci Nodes=dc-a-gpu1,dc-a-gpu2,dc-a-gpu3,dc-a-gpu4,dc-b-gpu1,dc-b-gpu2" in text
     gpu = load_inventory(slurm_inventory(tmp_path, partition="gpu"))
     assert "PartitionName=gpu " in config_text(lab_plan(gpu), lab_plan(gpu).scheduler)
@@ -56,8 +56,12 @@ def test_srun_runs_each_nodes_own_torchrun(tmp_path: Path) -> None:
     argv = job.srun_argv()
     for a in ("--job-name=dcilab-s-1", "--partition=dci", "--account=trial", "--nodes=4",
               "--nodelist=dc-a-gpu1,dc-a-gpu2,dc-b-gpu1,dc-b-gpu2", "--ntasks-per-node=1", "--cpus-per-task=2",
-              "--label", "--immediate=45"):
+              "--gres=gpu:2", "--label", "--immediate=45"):
         assert a in argv, (a, argv)
+    (tmp_path / "n").mkdir()
+    no_gres = load_inventory(slurm_inventory(tmp_path / "n", gpu_gres=None))      # a cluster without GPU GRES
+    argv0 = SlurmTrainingJob(no_gres, NODES, ARGS, "s-0", report_dir=tmp_path / "r0", metrics=None).srun_argv()
+    assert not any(a.startswith("--gres") for a in argv0)
     script = argv[-1]
     assert argv[-3:-1] == ["bash", "-c"]
     assert subprocess.run(["bash", "-n", "-c", script]).returncode == 0          # it parses

@@ -69,6 +69,15 @@ def test_every_gpu_node_is_a_slurm_node_in_its_own_namespace(slurm_inv):  # type
     seen = dict(x.split(": ", 1)[1].split() for x in out.splitlines())
     assert seen == {"dc-a-gpu1": "198.18.1.11/24", "dc-a-gpu2": "198.18.1.12/24", "dc-a-gpu3": "198.18.1.13/24",
                     "dc-a-gpu4": "198.18.1.14/24", "dc-b-gpu1": "198.18.2.11/24", "dc-b-gpu2": "198.18.2.12/24"}
+    # each node's 8 GPUs (gpus: 8) are a GRES that Slurm hands out, and it refuses a 9th
+    gres = dict(x.split() for x in slurm(slurm_inv, "sinfo", "-h", "-N", "-p", "dci", "-o", "%N %G").splitlines())
+    assert set(gres.values()) == {"gpu:8"}, gres
+    out = slurm(slurm_inv, "srun", "-p", "dci", "-w", "dc-b-gpu1", "--gres=gpu:3", "printenv", "CUDA_VISIBLE_DEVICES")
+    assert out.split() == ["0,1,2"]
+    nine = subprocess.run(["srun", "-p", "dci", "-w", "dc-b-gpu1", "--gres=gpu:9", "--immediate=5", "true"],
+                          env={**os.environ, "SLURM_CONF": slurm_conf(slurm_inv)}, capture_output=True, text=True,
+                          timeout=60)
+    assert nine.returncode != 0 and "configuration is not available" in nine.stderr, nine.stderr
 
 
 def test_a_job_through_slurm_streams_its_iterations_and_ends_with_nothing_left(slurm_inv, tmp_path):  # type: ignore[no-untyped-def]

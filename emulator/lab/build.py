@@ -276,6 +276,8 @@ def _healthy_same_plan(plan: LabPlan) -> bool:
     state = _read_state(Path(plan.state_dir))
     if not state or state.get("digest") != plan.digest:
         return False
+    if plan.scheduler and not slurm.conf_current(plan):
+        return False            # built by an older dcilab: its Slurm runs another configuration
     return status(plan).ok
 
 

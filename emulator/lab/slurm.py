@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import subprocess
 from pathlib import Path
 
@@ -61,15 +62,27 @@ def config_text(plan: LabPlan, sched: SchedulerPlan) -> str:
         # a job's state and exit code come from scontrol while the job is recent (MinJobAge)
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "MpiDefault=none",
-        "SchedulerType=sched/builtin", "SelectType=select/linear",   # whole nodes, as GPU jobs take them
+        "SchedulerType=sched/builtin", "SelectType=select/cons_tres",   # CPUs and GPUs (GRES) per job
         "SlurmdParameters=config_overrides",   # the emulated node has the CPUs the inventory gives it
         "ReturnToService=2", "MinJobAge=600", "KillWait=5", "SlurmdTimeout=30",
+        # each node's GPUs as a GRES (gres.conf), so a job asks for GPUs as on a GPU cluster and
+        # Slurm refuses more than a node has
+        "GresTypes=gpu",
     ]
     for n in sched.nodes:
-        lines.append(f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} State=UNKNOWN")
+        lines.append(f"NodeName={n.name} NodeAddr={n.address} CPUs={n.cpus} Gres=gpu:{n.cpus} State=UNKNOWN")
     lines.append(f"PartitionName={sched.partition} Nodes={','.join(n.name for n in sched.nodes)} Default=YES "
                  "MaxTime=INFINITE State=UP")
     return "\n".join(lines) + "\n"
+
+
+def conf_current(plan: LabPlan) -> bool:
+    """Whether the running Slurm's slurm.conf is the one this code writes for the plan."""
+    assert plan.scheduler is not None
+    try:
+        return conf_path(plan).read_text() == config_text(plan, plan.scheduler)
+    except OSError:
+        return False
 
 
 def write_configs(plan: LabPlan, sched: SchedulerPlan) -> None:
@@ -81,6 +94,17 @@ def write_configs(plan: LabPlan, sched: SchedulerPlan) -> None:
         key.write_bytes(secrets.token_bytes(1024))
         key.chmod(0o400)
     conf_path(plan).write_text(config_text(plan, sched))
+    # Slurm 22.05 drops a GPU GRES without device files: each node gets stand-in character devices
+    # (/dev/null's numbers; Slurm only stats them), one per GPU, as /dev/nvidia0.. are on a GPU node
+    gres = []
+    for n in sched.nodes:
+        dev = d / "dev" / n.name
+        dev.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for i in range(n.cpus):
+            if not (dev / f"gpu{i}").exists():
+                os.mknod(dev / f"gpu{i}", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        gres.append(f"NodeName={n.name} Name=gpu File={dev}/gpu{f'[0-{n.cpus - 1}]' if n.cpus > 1 else '0'}\n")
+    (d / "gres.conf").write_text("".join(gres))
     (d / "cgroup.conf").write_text(f"CgroupPlugin={_cgroup_plugin()}\nCgroupMountpoint=/sys/fs/cgroup\n")
 
 

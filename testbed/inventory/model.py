@@ -322,6 +322,9 @@ class Scheduler(Strict):
                              "and scancel read (SLURM_CONF); default the system's; an emulated lab writes its own")
     pending_timeout_s: float = Field(300.0, gt=0, le=86400, description="a job Slurm has not started after this "
                                      "is given up and reported as not run (srun --immediate)")
+    gpu_gres: str | None = Field("gpu", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                 description="the GRES a node's GPUs are (srun --gres=<this>:<ranks per node>, so "
+                                             "Slurm hands each task its GPUs); null on a cluster without GPU GRES")
 
 
 class Lease(Strict):

@@ -78,6 +78,7 @@ class SlurmClient:
     account: str | None = None
     conf: str | None = None
     pending_timeout_s: float = 300.0
+    gpu_gres: str | None = "gpu"
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **({"SLURM_CONF": self.conf} if self.conf else {})}
@@ -144,7 +145,7 @@ def client_for(inv: Inventory) -> SlurmClient:
     if sched is None or sched.kind != "slurm":
         raise JobError(f"{inv.source or inv.name}: no scheduler: {{kind: slurm}} block")
     from testbed.emulated_lab import slurm_conf
-    return SlurmClient(sched.partition, sched.account, slurm_conf(inv), sched.pending_timeout_s)
+    return SlurmClient(sched.partition, sched.account, slurm_conf(inv), sched.pending_timeout_s, sched.gpu_gres)
 
 
 class _SlurmNode:
@@ -194,7 +195,11 @@ class SlurmTrainingJob(TrainingJob):
         return ["srun", f"--job-name={self.job_name}", f"--partition={c.partition}",
                 *([f"--account={c.account}"] if c.account else []),
                 f"--nodes={len(self.specs)}", f"--nodelist={','.join(s.name for s in self.specs)}",
-                "--ntasks-per-node=1", f"--cpus-per-task={self.nproc_per_node}", "--label", "--unbuffered",
+                # whole nodes: a trial measures iteration time, which another job on the node would skew
+                "--exclusive", "--ntasks-per-node=1", f"--cpus-per-task={self.nproc_per_node}",
+                # each node's ranks get their GPUs from Slurm (CUDA_VISIBLE_DEVICES), as on a GPU cluster
+                *([f"--gres={c.gpu_gres}:{self.nproc_per_node}"] if c.gpu_gres else []),
+                "--label", "--unbuffered",
                 f"--immediate={max(1, int(c.pending_timeout_s))}", "--kill-on-bad-exit=0",
                 "bash", "-c", self.dispatch_script()]
 

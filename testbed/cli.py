@@ -79,7 +79,7 @@ def _lab_down(args: argparse.Namespace) -> int:
     from emulator.lab.sys import require_root_and_netns
 
     require_root_and_netns()
-    if not Path(args.inventory).exists():
+    if args.all or not Path(args.inventory).exists():
         build.down(None)
         return 0
     inv = load_inventory(args.inventory)
@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         else:
+            if name == "down":
+                sp.add_argument("--all", action="store_true",
+                                help="every emulated lab on this machine (whatever inventory built it)")
             _wait_lease_option(sp)
         sp.set_defaults(func=func)
     rs = lab.add_parser("restore", help="undo every fault left in the journal (after a crash or SIGKILL), "

@@ -83,3 +83,18 @@ def test_a_lab_that_would_take_the_first_labs_names_is_refused_before_anything_i
         assert st.ok, [(r.name, r.detail) for r in st.rows if not r.ok]
     finally:
         build.down(second, quiet=True)
+
+
+def test_lab_down_all_removes_every_lab(emulated_lab: LabPlan) -> None:
+    import sys
+    second = lab_plan(load_inventory("inventory/emulated-2.yaml"))
+    try:
+        build.up(second, log=lambda *_: None)
+        dcilab = Path(sys.executable).with_name("dcilab")
+        r = subprocess.run([str(dcilab), "lab", "down", "--all"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert names("dcl") == [] and names("dc2") == [] and not Path("/run/dcilab").exists()
+        assert processes_naming("-storageDataPath=/var/lib/dcilab/") == []
+    finally:
+        build.down(second, quiet=True)
+        build.up(emulated_lab, log=lambda *_: None)     # as found, for the tests after this one

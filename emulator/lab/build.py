@@ -124,7 +124,7 @@ def _check_other_labs(plan: LabPlan) -> None:
             raise LabError(f"lab {plan.name} cannot be built beside lab {other.name} (state in {other.state_dir}): "
                            + "; ".join(problems) + f". Give this inventory its own values (inventory/emulated-2.yaml "
                            f"is a second lab that coexists with inventory/emulated.yaml), or take {other.name} down "
-                           "first (dcilab lab down --inventory <its inventory>)")
+                           "first (dcilab lab down --inventory <its inventory>, or dcilab lab down --all)")
 
 
 def _check_host_clashes(plan: LabPlan) -> None:

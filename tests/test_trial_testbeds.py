@@ -196,6 +196,54 @@ def test_ctrl_c_sends_each_child_one_sigterm_and_waits_for_it(tmp_path: Path, mo
     assert [(t["exit_code"], t["status"]) for t in data["testbeds"]] == [(2, "no report"), (2, "no report")]
 
 
+PARENT = '''
+import argparse, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from testbed.trial import testbeds
+from testbed.trial.cli import add_parser
+script, d, one, two = sys.argv[2:6]
+testbeds.child_command = lambda a, inv, run_id, report: [sys.executable, script, run_id, d]
+p = argparse.ArgumentParser()
+add_parser(p.add_subparsers())
+a = p.parse_args(["trial", "--inventory", one, "--inventory", two, "--run-id", "R", "--report-dir", d + "/G",
+                  "--dry-run"])
+sys.exit(testbeds.run_testbeds(a, [Path(one), Path(two)]))
+'''
+
+
+def test_the_testbeds_of_a_sigkilled_parent_still_write_while_they_restore(tmp_path: Path) -> None:
+    """Nothing can catch SIGKILL in the parent; its children (standing in for trials) run on, and
+    when they are stopped they can still write their output while they restore their labs: it
+    goes to G/<name>.log, not to a pipe whose reader is gone (where the first print would fail)."""
+    (tmp_path / "child.py").write_text(FAKE_CHILD)
+    (tmp_path / "parent.py").write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(ROOT), str(tmp_path / "child.py"),
+                               str(tmp_path), str(EMULATED), str(second_lab(tmp_path))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("ready-*"))) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, "the stand-in children did not start"
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait(10)
+        time.sleep(0.5)
+        subprocess.run(["pkill", "-TERM", "-f", str(tmp_path / "child.py")], check=True)   # they ran on
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("signals-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(f.name for f in tmp_path.glob("signals-*")) == ["signals-R-emulated-dci",
+                                                                      "signals-R-emulated-dci-2"]
+        for name in ("emulated-dci", "emulated-dci-2"):
+            assert (tmp_path / "G" / f"{name}.log").read_text().splitlines() == [f"R-{name} running",
+                                                                                  f"restoring R-{name}"]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        subprocess.run(["pkill", "-KILL", "-f", str(tmp_path / "child.py")])
+
+
 # ------------------------------------------------------------------------------ the real dry run
 
 

@@ -6,8 +6,10 @@ Each testbed's run is a whole session of its own: its lease, its lab brought up 
 single-site baseline, its report and its comparison with that testbed's earlier runs.  So each
 runs as a separate ``dcilab trial`` process (``python -m testbed.cli trial --inventory X --run-id
 <run-id>-<name> --report-dir G/<name>``), not as pytest-xdist items of one session, which would
-share one session's fixtures (one lease, one lab, one report) across testbeds.  Their output is
-echoed line by line, prefixed ``[<name>] ``.
+share one session's fixtures (one lease, one lab, one report) across testbeds.  Each writes its
+output to ``G/<name>.log``, which is echoed line by line, prefixed ``[<name>] ``: a file, not a
+pipe, so that a child whose parent was killed outright runs on to its end and restores its lab
+with every line written (through a pipe with no reader its first print would fail).
 
 G (``--report-dir``, default ``reports/<run-id>``) is a group folder: ``testbeds.json`` (the run id,
 profile, times and per testbed: inventory, run folder, exit code, verdict counts, status) marks it,
@@ -31,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -136,11 +139,25 @@ class _Echo:
             sys.stdout.write(line if line.endswith("\n") else line + "\n")
             sys.stdout.flush()
 
-    def follow(self, proc: subprocess.Popen[str], prefix: str) -> threading.Thread:
+    def follow(self, proc: subprocess.Popen[bytes], log: Path, prefix: str) -> threading.Thread:
+        """Echo what the child writes to its log file until it has ended and the file is read."""
         def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                self.say(prefix + line)
+            with open(log, encoding="utf-8", errors="replace") as f:
+                part = ""
+                while True:
+                    chunk = f.readline()
+                    if chunk:
+                        part += chunk
+                        if part.endswith("\n"):
+                            self.say(prefix + part)
+                            part = ""
+                        continue
+                    if proc.poll() is not None:
+                        rest = part + f.read()
+                        for line in rest.splitlines():
+                            self.say(prefix + line)
+                        return
+                    time.sleep(0.1)
         t = threading.Thread(target=read, name=f"echo {prefix.strip()}", daemon=True)
         t.start()
         return t
@@ -195,11 +212,11 @@ def write_group(g: Path, data: dict[str, Any]) -> None:
 
 
 def _run_children(a: argparse.Namespace, invs: list[tuple[Path, Inventory]], run_id: str, g: Path,
-                  echo: _Echo) -> tuple[list[tuple[Path, Inventory, subprocess.Popen[str]]], bool]:
+                  echo: _Echo) -> tuple[list[tuple[Path, Inventory, subprocess.Popen[bytes]]], bool]:
     """Start a child ``dcilab trial`` per testbed and wait for them all; on Ctrl-C or SIGTERM (a
     KeyboardInterrupt, testbed/cli.py) send each child still running one SIGTERM and wait for it.
     Returns the children and whether the run was interrupted."""
-    procs: list[tuple[Path, Inventory, subprocess.Popen[str]]] = []
+    procs: list[tuple[Path, Inventory, subprocess.Popen[bytes]]] = []
     threads: list[threading.Thread] = []
     interrupted = False
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -214,12 +231,15 @@ def _run_children(a: argparse.Namespace, invs: list[tuple[Path, Inventory]], run
                 cmd = child_command(a, p, f"{run_id}-{inv.name}", g / inv.name)
                 echo.say(f"[{inv.name}] {' '.join(cmd)}")
                 # a session of its own: a Ctrl-C at the terminal reaches the parent alone, which sends
-                # each child one SIGTERM (a second signal would cut short the child's own clean-up)
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1, env=env,
-                                        start_new_session=True)
+                # each child one SIGTERM (a second signal would cut short the child's own clean-up).
+                # Its output goes to a file, not a pipe: a child whose parent died must still be able
+                # to write while it restores its lab (a pipe without reader fails every print).
+                log = g / f"{inv.name}.log"
+                with open(log, "w") as out:
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
                 procs.append((p, inv, proc))
-                threads.append(echo.follow(proc, f"[{inv.name}] "))
+                threads.append(echo.follow(proc, log, f"[{inv.name}] "))
             for _, _, proc in procs:
                 proc.wait()
         except BaseException as exc:     # Ctrl-C, SIGTERM, or a child that could not be started

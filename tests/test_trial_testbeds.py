@@ -275,6 +275,8 @@ def test_a_dry_run_on_two_testbeds_writes_a_report_each_and_one_index(tmp_path: 
     assert data["testbeds"][1]["inventory"] == str(second.absolute())
     page = (g / "index.html").read_text()
     assert "href='emulated-dci/report.html'" in page and f"href='{name2}/report.html'" in page
+    for t in data["testbeds"]:     # each child's whole output, linked from the index
+        assert f"href='{t['log']}'" in page and "dcilab trial: report in" in (g / t["log"]).read_text()
     assert f"index of the 2 testbeds in {g / 'index.html'}; exit 0" in r.stdout
     index = json.loads((reports / "index.json").read_text())
     assert sorted(x["path"] for x in index["runs"]) == sorted(["G/emulated-dci", f"G/{name2}"])

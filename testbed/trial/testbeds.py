@@ -173,7 +173,7 @@ def _testbed_record(g: Path, path: Path, inv: Inventory, rc: int | None, *, ende
 
     d = g / inv.name
     rec: dict[str, Any] = {"name": inv.name, "inventory": str(path.absolute()), "run_dir": inv.name,
-                           "exit_code": rc, "verdicts": {}, "status": "not started" if ended else "running"}
+                           "log": f"{inv.name}.log", "exit_code": rc, "verdicts": {}, "status": "not started" if ended else "running"}
     if rc is None:
         return rec
     if not (d / "summary.json").exists():
@@ -199,7 +199,9 @@ def write_group(g: Path, data: dict[str, Any]) -> None:
         rc = t["exit_code"]
         regs = "; ".join(f"{escape(role)}: <b class='fail'>{len(keys)} regression(s)</b>"
                          for role, keys in (t.get("regressions") or {}).items())
-        rows.append([link, f"<span class='note'>{escape(t['inventory'])}</span>",
+        log = escape(t["log"])
+        rows.append([f"{link} <span class='note'>(<a href='{log}'>output</a>)</span>",
+                     f"<span class='note'>{escape(t['inventory'])}</span>",
                      "&ndash;" if rc is None else (f"<b class='fail'>{rc}</b>" if rc else "0"),
                      escape(str(t["status"])) + (" (dry run)" if t.get("dry_run") else ""),
                      verdicts_html(t.get("verdicts") or {}) or "&ndash;", regs or "&ndash;"])

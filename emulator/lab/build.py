@@ -335,7 +335,6 @@ def _ownership(plan: LabPlan | None, state_dirs: set[Path]):  # type: ignore[no-
     """A test for 'this host process is one of these labs'': the line, munged and slurmctld name
     their state folder on their command line, the store its data folder."""
     dirs = tuple(f"{d.as_posix().rstrip('/')}/" for d in state_dirs)
-    stores = (f"-storageDataPath={plan.store.data_dir}",) if plan is not None and plan.store else ()
 
     def mine(pid: int) -> bool:
         cmd = cmdline(pid)
@@ -344,7 +343,7 @@ def _ownership(plan: LabPlan | None, state_dirs: set[Path]):  # type: ignore[no-
         if plan is None:
             return True
         if "victoria-metrics" in cmd:
-            return any(s in cmd.split() for s in stores)
+            return plan.store is not None and store.is_ours(pid, plan.store)
         return any(d in cmd for d in dirs)
     return mine
 

@@ -26,8 +26,10 @@ def healthy(store: StorePlan, timeout: float = 1.0) -> bool:
 
 
 def is_ours(pid: int, store: StorePlan) -> bool:
+    """This store's process: its data folder is an argument to the letter (another lab's folder
+    may share a prefix with it)."""
     cmd = cmdline(pid)
-    return "victoria-metrics" in cmd and f"-storageDataPath={store.data_dir}" in cmd
+    return "victoria-metrics" in cmd and f"-storageDataPath={store.data_dir}" in cmd.split()
 
 
 def start(plan: LabPlan, store: StorePlan) -> int:

@@ -1,6 +1,6 @@
 """The emulated AI gateway: its VRP-style CLI (unit) and the real thing in namespaces with netmiko (lab).
 
-The unit tests drive emulator.gateway.cli with a fake link reader and a fake tc, so they need
+The unit tests drive the VRP dialect (emulator.gateway.dialects.vrp) with a fake link reader and a fake tc, so they need
 neither root nor SSH.  The lab tests build their own `dclg-` namespaces (a gateway with a WAN veth
 toward a far end, and a management veth toward the host), start `python -m emulator.gateway`
 inside the gateway's namespace and use plain netmiko `ConnectHandler(device_type="huawei")`;
@@ -23,7 +23,9 @@ from typing import Any
 import paramiko
 import pytest
 
-from emulator.gateway.cli import STAT_NAMES, CliSession, Gateway, parse, render_config
+from emulator.gateway.device import STAT_NAMES, Gateway
+from emulator.gateway.dialects.vrp import COMMANDS, VrpSession, render_config
+from emulator.gateway.grammar import parse
 from emulator.gateway.server import GatewayServer, password_checker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def dev(tmp_path: Path) -> tuple[Gateway, FakeLinks, FakeTc]:
     return Gateway("GW-A", PORTS, saved_config=tmp_path / "vrpcfg.cfg", links=links, tc=tc), links, tc
 
 
-def run(s: CliSession, *lines: str) -> str:
+def run(s: VrpSession, *lines: str) -> str:
     return "\n".join(s.handle_line(line) for line in lines)
 
 
@@ -84,7 +86,7 @@ def run(s: CliSession, *lines: str) -> str:
 
 def test_prompts_follow_the_views_like_vrp(dev: Any) -> None:
     gw, _, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     assert s.prompt == "<GW-A>"
     assert "Enter system view" in s.handle_line("system-view")
     assert s.prompt == "[GW-A]"
@@ -105,7 +107,7 @@ def test_prompts_follow_the_views_like_vrp(dev: Any) -> None:
 
 def test_abbreviations(dev: Any) -> None:
     gw, _, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     assert "VRP (R) software" in s.handle_line("dis ver")
     assert "100GE1/0/2" in s.handle_line("dis int b")
     s.handle_line("sys")
@@ -140,7 +142,7 @@ def test_abbreviations(dev: Any) -> None:
 def test_errors_have_the_vrp_marker_and_a_caret(dev: Any, view_cmds: list[str], line: str, kind: str,
                                                 word: str | None) -> None:
     gw, _, tc = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     for c in view_cmds:
         s.handle_line(c)
     before = render_config(gw.config)
@@ -157,7 +159,7 @@ def test_errors_have_the_vrp_marker_and_a_caret(dev: Any, view_cmds: list[str], 
 
 def test_refusals_leave_state_unchanged(dev: Any) -> None:
     gw, _, tc = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     run(s, "sys", "int 100GE1/0/1")
     assert "Error:" in s.handle_line("dcb pfc enable mode manual")        # no dcb pfc profile yet
     assert "Error:" in s.handle_line("qos queue 3 ecn")                    # no WRED on the queue
@@ -171,7 +173,7 @@ def test_refusals_leave_state_unchanged(dev: Any) -> None:
 
 def test_qos_lr_shapes_the_mapped_link_with_tbf(dev: Any) -> None:
     gw, _, tc = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     assert run(s, "sys", "int 100GE1/0/1", "qos lr outbound cir 250000").strip().startswith("Enter system view")
     call = tc.calls[-1]
     assert call[:6] == ["qdisc", "replace", "dev", "wan0", "root", "tbf"]
@@ -193,7 +195,7 @@ def test_an_emulated_gateway_shows_the_real_cir_and_shapes_at_the_lab_scale(tmp_
     emulated gateway knows the lab runs at 0.00125 of the real rates."""
     links, tc = FakeLinks(), FakeTc()
     gw = Gateway("GW-A", {"400GE1/0/1": "wan0", "MEth0/0/0": "mgmt0"}, links=links, tc=tc, bandwidth_scale=0.00125)
-    s = CliSession(gw)
+    s = VrpSession(gw)
     assert "Error" not in run(s, "sys", "int 400GE1/0/1", "qos lr outbound cir 200000000")
     call = tc.calls[-1]
     assert call[call.index("rate") + 1] == "250000kbit"                  # 250 Mbit/s on the lab's link
@@ -206,7 +208,7 @@ def test_an_emulated_gateway_shows_the_real_cir_and_shapes_at_the_lab_scale(tmp_
 
 def test_pfc_and_ecn_are_stored_and_shown(dev: Any) -> None:
     gw, _, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     out = run(s, "sys", "dcb pfc", "priority 3", "priority 4", "undo priority 4", "quit",
               "drop-profile roce", "color green low-limit 20 high-limit 80 discard-percentage 10", "quit",
               "interface 100GE1/0/1", "dcb pfc enable mode manual", "qos queue 3 wred roce", "qos queue 3 ecn",
@@ -229,7 +231,7 @@ def test_pfc_and_ecn_are_stored_and_shown(dev: Any) -> None:
 
 def test_display_interface_reads_the_link_counters(dev: Any) -> None:
     gw, links, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     links.counters["wan0"].update(rx_packets=10, rx_bytes=1000, tx_packets=20, tx_bytes=123456, rx_errors=2)
     out = s.handle_line("display interface 100GE1/0/1")
     assert "100GE1/0/1 current state : UP" in out
@@ -244,7 +246,7 @@ def test_display_interface_reads_the_link_counters(dev: Any) -> None:
 
 def test_save_asks_and_a_new_gateway_restores_the_config(dev: Any, tmp_path: Path) -> None:
     gw, links, tc = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     run(s, "sys", "sysname GW-X", "dcb pfc", "priority 3", "quit", "int 100GE1/0/1",
         "qos lr outbound cir 400000", "dcb pfc enable mode auto", "return")
     assert s.prompt == "<GW-X>"
@@ -262,7 +264,7 @@ def test_save_asks_and_a_new_gateway_restores_the_config(dev: Any, tmp_path: Pat
     gw2 = Gateway("GW-A", PORTS, saved_config=tmp_path / "vrpcfg.cfg", links=links, tc=tc2)
     assert gw2.load_saved() == []
     assert render_config(gw2.config) == render_config(gw.config)
-    assert CliSession(gw2).prompt == "<GW-X>"
+    assert VrpSession(gw2).prompt == "<GW-X>"
     assert any(c[:4] == ["qdisc", "replace", "dev", "wan0"] and "400000kbit" in c for c in tc2.calls)
 
 
@@ -273,7 +275,7 @@ LINE_BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028",
 @pytest.mark.parametrize("brk", LINE_BREAKS, ids=lambda c: f"U+{ord(c):04X}")
 def test_a_description_cannot_smuggle_a_line_into_the_saved_config(dev: Any, tmp_path: Path, brk: str) -> None:
     gw, links, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     run(s, "sys", "int 100GE1/0/1")
     line = f"description to dc-b{brk} qos lr outbound cir 8"   # indented: replayed in the interface view
     out = s.handle_line(line)
@@ -291,7 +293,7 @@ def test_a_description_cannot_smuggle_a_line_into_the_saved_config(dev: Any, tmp
 @pytest.mark.parametrize("ch", ["\t", "\x00", "\x1b", "\x7f"], ids=lambda c: f"U+{ord(c):04X}")
 def test_a_description_refuses_control_characters(dev: Any, ch: str) -> None:
     gw, _, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     run(s, "sys", "int 100GE1/0/1")
     assert "Error: Wrong parameter" in s.handle_line(f"description a{ch}b")
     assert gw.config.ports["100GE1/0/1"].description is None
@@ -317,7 +319,7 @@ def test_save_fsyncs_the_file_and_its_folder(dev: Any, tmp_path: Path, monkeypat
         calls.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
     monkeypatch.setattr(os, "fsync", fsync)
-    s = CliSession(dev[0])
+    s = VrpSession(dev[0])
     assert "successfully" in run(s, "system-view", "sysname GW-F", "save", "y")
     saved = tmp_path / "vrpcfg.cfg"
     assert "sysname GW-F" in saved.read_text() and not (tmp_path / "vrpcfg.cfg.tmp").exists()
@@ -328,7 +330,7 @@ def test_a_line_longer_than_vrps_510_characters_is_refused_whole(dev: Any) -> No
     """VRP's editor holds 510 characters; a longer line is refused, not run cut short (nor run whole)."""
     from emulator.gateway.terminal import LINE, LineEditor
     gw, _, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     assert "VRP (R) software" in s.handle_line("display version" + " " * 495)        # 510: fine
     out = s.handle_line("display version" + " " * 496)
     assert out == "Error: The command is longer than 510 characters and was not run."
@@ -350,7 +352,7 @@ def test_a_line_that_is_not_utf8_is_refused_whole_not_stored_altered(dev: Any) -
     stored with it); now the line is refused.  A U+FFFD typed as UTF-8 is text like any other."""
     from emulator.gateway.terminal import ECHO, LINE, LineEditor
     gw, _, _ = dev
-    s = CliSession(gw)
+    s = VrpSession(gw)
     run(s, "sys", "int 100GE1/0/1")
     ed = LineEditor()
     events = list(ed.feed("description caf".encode() + b"\xe9 \xff\xfe\r"))     # latin-1, not UTF-8
@@ -368,7 +370,7 @@ def test_a_line_that_is_not_utf8_is_refused_whole_not_stored_altered(dev: Any) -
 
 def test_version_and_esn_say_what_the_emulator_is(dev: Any) -> None:
     from emulator.identity import VENDOR, serial_number, software_version
-    s = CliSession(dev[0])
+    s = VrpSession(dev[0])
     out = run(s, "display version")
     assert "VRP (R) software, Version 5.170 (DCILAB-AIGW V200R022C00SPC500)" in out
     assert f"\n{VENDOR} DCILAB-AIGW Routing Switch uptime is 0 days, 0 hours, 0 minutes\n" in out
@@ -379,7 +381,7 @@ def test_version_and_esn_say_what_the_emulator_is(dev: Any) -> None:
 
 
 def test_parse_is_a_pure_function() -> None:
-    cmd, args = parse("dis int 100ge1/0/1", "user", lambda t: t.upper())
+    cmd, args = parse("dis int 100ge1/0/1", "user", lambda t: t.upper(), COMMANDS)
     assert cmd.handler == "display_interface" and args == {"if": "100GE1/0/1"}
 
 

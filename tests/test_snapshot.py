@@ -22,7 +22,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from emulator.gateway.cli import Gateway
+from emulator.gateway.device import Gateway
 from emulator.gateway.server import GatewayServer, load_authorized_keys
 from emulator.identity import VENDOR, serial_number, software_version
 from emulator.line.control import ControlServer, LineService

@@ -1,4 +1,9 @@
-"""``python -m emulator.gateway --config FILE.json``: run one emulated AI gateway.
+"""``python -m emulator.gateway --config FILE.json [--dialect NAME]``: run one emulated AI gateway.
+
+``--dialect`` is the CLI it speaks, by the name an inventory's ``driver:`` gives gateways
+(default ``vrp``; :mod:`emulator.gateway.dialects`).  Every module named in ``DCILAB_PLUGINS``
+(``.py`` files or dotted names, separated by ``:``) is imported first, so that a dialect of your
+own registers itself and can be named (:mod:`emulator.plugins`).
 
 The config (JSON)::
 
@@ -9,7 +14,7 @@ The config (JSON)::
       "auth": {"username": "admin",
                "password_env": "DCILAB_DEVICE_PASSWORD",  # or "password_file": PATH
                "authorized_keys": PATH},                  # optional; at least one way in
-      "ports": {"400GE1/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"},
+      "ports": {"400GE1/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"},   # the dialect's names
       "bandwidth_scale": 0.00125,                         # optional (1): the shaper runs at CIR x this
       "saved_config": "/run/dcilab/lab/gw-a.cfg",       # what `save` writes and a start replays
       "state_dir": "/run/dcilab/lab/gw-a",              # optional: running.cfg mirror, pidfile
@@ -88,7 +93,7 @@ def load_config(path: str) -> dict[str, Any]:
     ports = data.get("ports")
     if not isinstance(ports, dict) or not ports or not all(isinstance(k, str) and isinstance(v, str) and v
                                                           for k, v in ports.items()):
-        raise ConfigError(f"{path}: ports must map VRP interface names to Linux link names")
+        raise ConfigError(f"{path}: ports must map interface names to Linux link names")
     for k in ("saved_config", "state_dir", "pidfile"):
         _str(data, k, "", required=False)
     scale = data.get("bandwidth_scale", 1.0)
@@ -97,9 +102,15 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def build(cfg: dict[str, Any], log=lambda m: None):  # type: ignore[no-untyped-def]
-    """Make the Gateway and its GatewayServer (not started) from a checked config."""
-    from .cli import Gateway
+def build(cfg: dict[str, Any], log=lambda m: None, dialect: str = "vrp"):  # type: ignore[no-untyped-def]
+    """Make the Gateway and its GatewayServer (not started) from a checked config; ``dialect``: a
+    registered dialect name (ConfigError naming the known ones otherwise)."""
+    from . import dialects
+    from .device import Gateway
+    try:
+        the_dialect = dialects.get(dialect)
+    except dialects.UnknownDialect as exc:
+        raise ConfigError(f"--dialect: {exc}") from None
     from .server import GatewayServer, load_authorized_keys, load_or_create_host_key, password_checker
 
     auth = cfg["auth"]
@@ -133,7 +144,7 @@ def build(cfg: dict[str, Any], log=lambda m: None):  # type: ignore[no-untyped-d
     try:
         gw = Gateway(cfg["hostname"], cfg["ports"], saved_config=cfg.get("saved_config"),
                      running_copy=state / "running.cfg" if state else None, log=log,
-                     bandwidth_scale=float(cfg.get("bandwidth_scale", 1.0)))
+                     bandwidth_scale=float(cfg.get("bandwidth_scale", 1.0)), dialect=the_dialect)
     except ValueError as exc:
         raise ConfigError(f"ports: {exc}") from None
     srv = GatewayServer(gw, host_key, cfg["listen"]["address"], cfg["listen"]["port"], check_password=check,
@@ -142,17 +153,21 @@ def build(cfg: dict[str, Any], log=lambda m: None):  # type: ignore[no-untyped-d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog=PROG, description="Run one emulated AI gateway (Huawei VRP-style SSH CLI).")
+    ap = _Parser(prog=PROG, description="Run one emulated AI gateway (an SSH CLI in a vendor's dialect).")
     ap.add_argument("--config", required=True, help="JSON config file")
+    ap.add_argument("--dialect", default="vrp",
+                    help="the CLI dialect, by its inventory driver name (default vrp; more from DCILAB_PLUGINS)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
         print(f"gateway: {msg}", file=sys.stderr, flush=True)
 
+    from emulator.plugins import PluginError, load_plugins
     try:
+        load_plugins()
         cfg = load_config(args.config)
-        gw, srv = build(cfg, log)
-    except ConfigError as exc:
+        gw, srv = build(cfg, log, args.dialect)
+    except (ConfigError, PluginError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -170,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if pidfile:
         Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
         Path(pidfile).write_text(f"{os.getpid()}\n")
-    log(f"{cfg['hostname']} listening on {srv.address}:{srv.port} (ports: "
+    log(f"{cfg['hostname']} ({args.dialect}) listening on {srv.address}:{srv.port} (ports: "
         + ", ".join(f"{k}={v}" for k, v in cfg["ports"].items()) + ")")
     try:
         while not stop.wait(1.0):

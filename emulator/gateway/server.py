@@ -1,14 +1,17 @@
-"""The gateway's SSH server: paramiko, one thread per connection, an interactive VRP-style shell.
+"""The gateway's SSH server: paramiko, one thread per connection, an interactive shell in the
+gateway's dialect.
 
 Sessions ask for a pty and a shell (what netmiko does) or ``exec`` a single command.  Input is
 echoed and line-edited like a terminal (backspace, Ctrl+C drops the line, Ctrl+Z returns to the
-user view; :mod:`~emulator.gateway.terminal`); every line goes to a
-:class:`~emulator.gateway.cli.CliSession`.
+dialect's start view; :mod:`~emulator.gateway.terminal`); every line goes to a
+:class:`~emulator.gateway.session.Session` of the gateway's dialect, which also has the words
+(login banner, "all busy", idle timeout) this server prints.
 
 A hostile or careless client gets what VRP gives it: at most :data:`MAX_VTY` shells and execs at
-once (one more is told that all user interfaces are used), a line of at most 510 characters, a
-silent shell closed after the VTY idle timeout, a connection that never logs in closed after the
-SSH server's login timeout; connections beyond twice the VTYs are closed at accept.
+once (one more is told that all of them are used), a line of at most the dialect's ``max_line``
+characters (VRP: 510), a silent shell closed after the VTY idle timeout, a connection that never
+logs in closed after the SSH server's login timeout; connections beyond twice the VTYs are closed
+at accept.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import paramiko
 
-from .cli import CliSession, Gateway
+from .device import Gateway
 from .terminal import CANCEL, ECHO, SUSPEND, LineEditor
 
 PasswordCheck = Callable[[str, str], bool]
@@ -71,13 +74,9 @@ def password_checker(username: str, password: str) -> PasswordCheck:
     return check
 
 
-BANNER = ("\r\nInfo: The max number of VTY users is {max}, and the number\r\n"
-          "      of current VTY users on line is {n}.\r\n"
-          "      The current login time is {t}.\r\n")
 MAX_VTY = 10
-"""VTY user interfaces: a shell or an exec holds one while it runs; one more is refused."""
-ALL_VTY_BUSY = "All user interfaces are used, please try later!"
-"""What VRP answers a login when every VTY is taken (the text clients match on)."""
+"""VTY user interfaces: a shell or an exec holds one while it runs; one more is refused (with the
+dialect's ``busy_text``, the text clients match on)."""
 LOGIN_TIMEOUT_S = 60.0
 """A connection must log in and ask for a shell or exec within this (VRP's ``ssh server timeout``
 default); one that never does would hold a thread forever."""
@@ -301,7 +300,7 @@ class GatewayServer:
             n = self._take_vty()
             if n is None:
                 self.log(f"session refused: all {self.max_vty} VTYs are in use")
-                chan.sendall(f"{ALL_VTY_BUSY}\r\n".encode())
+                chan.sendall(f"{self.gw.dialect.session.busy_text}\r\n".encode())
                 if cmd[0] is not None:
                     chan.send_exit_status(1)
                 chan.close()
@@ -318,28 +317,27 @@ class GatewayServer:
             chan.close()
 
     def _exec(self, chan: paramiko.Channel, command: str) -> None:
-        s = CliSession(self.gw)
+        s = self.gw.session()
         out = s.handle_line(command)
-        if s._confirm:                       # `save` over exec: no one to answer, so do not save
-            out += "\n" + s.handle_line("n")
+        if s.confirming:                     # `save` over exec: no one to answer, so do not save
+            out += "\n" + s.decline()
         if out:
             chan.sendall(_crlf(out) + b"\r\n")
-        chan.send_exit_status(1 if "Error:" in out else 0)
+        chan.send_exit_status(1 if s.is_error(out) else 0)
         chan.shutdown_write()
         chan.close()
 
     def _shell(self, chan: paramiko.Channel, users: int) -> None:
-        s = CliSession(self.gw)
-        chan.sendall(BANNER.format(max=self.max_vty, n=users, t=time.strftime("%Y-%m-%d %H:%M:%S")).encode()
-                     + b"\r\n" + s.prompt.encode())
+        s = self.gw.session()
+        chan.sendall(s.banner(self.max_vty, users).encode() + b"\r\n" + s.prompt.encode())
         chan.settimeout(self.idle_timeout_s)
-        editor = LineEditor()
+        editor = LineEditor(s.max_line)
         try:
             while not self._stop.is_set() and not s.closed:
                 try:
                     data = chan.recv(4096)
                 except TimeoutError:
-                    chan.sendall(b"\r\nInfo: The connection was closed by the remote host (idle timeout).\r\n")
+                    chan.sendall(f"\r\n{s.idle_text}\r\n".encode())
                     break
                 if not data:
                     break
@@ -349,9 +347,9 @@ class GatewayServer:
                         out.append(text)
                     elif kind == CANCEL:
                         out.append("^C\r\n" + s.prompt)
-                    elif kind == SUSPEND:                   # Ctrl+Z: back to the user view
-                        if s.view != "user" and s.prompt != "":
-                            s.do_return_()
+                    elif kind == SUSPEND:                   # Ctrl+Z: back to the start view
+                        if not s.confirming:
+                            s.suspend()
                         out.append("\r\n" + s.prompt)
                     else:                                   # a line
                         if out:

@@ -2,10 +2,11 @@
 
 Kept apart from the SSH server so that what a hostile or careless client can do to it (escape
 sequences, control characters, a megabyte without a line end) is testable without a socket.
-Like VRP's editor, the buffer holds at most :data:`~emulator.gateway.cli.MAX_LINE` characters
-and rings the terminal's bell when keys do not fit (once per burst received, not once per key:
-a pasted megabyte must not echo a megabyte of bells); one character more is kept so that the CLI
-sees the line was too long and refuses it, instead of running it cut short.
+Like VRP's editor, the buffer holds at most ``max_line`` characters (the dialect's
+``Session.max_line``, :data:`~emulator.gateway.session.MAX_LINE` by default) and rings the
+terminal's bell when keys do not fit (once per burst received, not once per key: a pasted
+megabyte must not echo a megabyte of bells); one character more is kept so that the CLI sees the
+line was too long and refuses it, instead of running it cut short.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 
-from .cli import MAX_LINE
+from .session import MAX_LINE
 
 # What feed() yields: (kind, text).
 ECHO = "echo"          # text to echo back to the terminal

@@ -22,7 +22,7 @@ from typing import Any
 import paramiko
 from hypothesis import HealthCheck, settings
 
-from emulator.gateway.cli import STAT_NAMES
+from emulator.gateway.device import STAT_NAMES
 
 SCALE = float(os.environ.get("DCILAB_FUZZ_SCALE", "1"))
 RANDOM = os.environ.get("DCILAB_FUZZ_RANDOM", "") not in ("", "0")

@@ -24,7 +24,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.gateway.cli import GRAMMAR, MAX_LINE, CliSession, Gateway, render_config
+from emulator.gateway.device import Gateway
+from emulator.gateway.dialects.vrp import GRAMMAR, MAX_LINE, VrpSession, render_config
 from emulator.gateway.server import GatewayServer, password_checker
 from emulator.gateway.terminal import ECHO, LineEditor
 
@@ -105,7 +106,7 @@ def test_every_line_gets_an_answer_errors_change_nothing_and_the_config_replays(
         folder: Path, view: str, lines: list[str]) -> None:
     saved = folder / f"vrpcfg-{next(_n)}.cfg"
     gw = Gateway("GW-A", GW_PORTS, saved_config=saved, links=FakeLinks(), tc=FakeTc())
-    s = CliSession(gw)
+    s = VrpSession(gw)
     for c in VIEW_ENTRY[view]:
         assert "Error" not in s.handle_line(c)
     for line in lines:

@@ -114,9 +114,11 @@ def start(plan: LabPlan, node: NodePlan) -> int:
     cfg_path.write_text(json.dumps(cfg, indent=2))
     log_path = ddir / "server.log"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    # a gateway speaks the CLI dialect its driver names (DCILAB_PLUGINS, in env, may add dialects)
+    dialect = ["--dialect", node.personality] if node.kind == "gateway" else []
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(["ip", "netns", "exec", node.netns, plan.python, "-m", SERVERS[node.personality],
-                                 "--config", str(cfg_path)],
+                                 "--config", str(cfg_path), *dialect],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 close_fds=True, env=env)
     try:

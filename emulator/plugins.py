@@ -1,73 +1,79 @@
-"""Modules of the user's own that the emulator imports first: ``DCILAB_PLUGINS``.
+"""A lab's own modules that an emulator process imports first: ``DCILAB_PLUGINS``.
 
 A plugin is a module that registers something when imported (a gateway dialect:
-:func:`emulator.gateway.dialects.register`).  ``DCILAB_PLUGINS`` holds a list of them separated
-like PATH (``:``): each entry is a ``.py`` file (imported from its location, under its file name
-as module name, so that ``import NAME`` elsewhere finds the same module) or a dotted module name
-on ``sys.path``.  The framework reads the same variable, so one module can serve both sides.
+:func:`emulator.gateway.dialects.register`).  ``DCILAB_PLUGINS`` is a list separated like PATH
+(``:``) of ``.py`` files and dotted module names; the entry points of group ``dcilab.plugins`` of
+the installed distributions are imported too.  The framework reads the same variable
+(``testbed/plugins.py``, which the emulator may not import): a file gets the same module name on
+both sides, so a process that loads both imports it once, and one module may register both an
+emulated dialect and the framework's driver for it, each side using what it needs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
 ENV = "DCILAB_PLUGINS"
+GROUP = "dcilab.plugins"
 
 
 class PluginError(ImportError):
-    """A ``DCILAB_PLUGINS`` entry that did not import; the message names the entry and the fix."""
+    """A plugin that did not import; the message names where it was listed, the entry and the fix."""
 
 
 def load_plugins(value: str | None = None) -> list[ModuleType]:
-    """Import every entry of ``value`` (default: the environment's ``DCILAB_PLUGINS``), in order.
-    An entry imported before (this process) is not imported again."""
+    """Import every entry of ``value`` (default: the environment's ``DCILAB_PLUGINS``), in order,
+    then the ``dcilab.plugins`` entry points.  A module imported before is not imported again."""
     value = os.environ.get(ENV, "") if value is None else value
-    return [load_plugin(entry.strip()) for entry in value.split(os.pathsep) if entry.strip()]
+    mods = [load_plugin(entry.strip()) for entry in value.split(os.pathsep) if entry.strip()]
+    for ep in entry_points(group=GROUP):
+        mods.append(load_plugin(ep.value.partition(":")[0], f"entry point {ep.name!r} of group {GROUP}"))
+    return mods
 
 
 def _is_path(entry: str) -> bool:
     return entry.endswith(".py") or "/" in entry or os.sep in entry
 
 
-def load_plugin(entry: str) -> ModuleType:
-    """One entry: a .py file or a dotted module name."""
+def module_name(path: Path) -> str:
+    """The module name a plugin file is imported under (as ``testbed/plugins.py`` names it)."""
+    return f"dcilab_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
+def load_plugin(entry: str, where: str = ENV) -> ModuleType:
+    """One entry: a .py file (imported from its location) or a dotted module name (from sys.path)."""
     try:
         return _import_file(Path(entry)) if _is_path(entry) else importlib.import_module(entry)
-    except PluginError:
-        raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin may fail any way, sys.exit() included
-        fix = (f"check that {entry} exists and runs on its own (python {entry})" if _is_path(entry)
+        fix = (f"check that {entry} exists and imports on its own (python {entry})" if _is_path(entry)
                else f"check that {entry} is installed or on PYTHONPATH and imports on its own "
                     f"(python -c 'import {entry}')")
-        raise PluginError(f"{ENV}: the plugin {entry!r} failed to import: {type(exc).__name__}: {exc}. "
-                          f"Fix: {fix}, or remove it from {ENV}") from exc
+        raise PluginError(f"{where}: the plugin {entry!r} failed to import: {type(exc).__name__}: {exc}; "
+                          f"fix: {fix}, or remove it from {where}") from exc
 
 
 def _import_file(path: Path) -> ModuleType:
     path = path.expanduser().resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"no file {path}")
-    name = path.stem
-    old = sys.modules.get(name)
-    if old is not None:
-        if getattr(old, "__file__", None) and Path(old.__file__).resolve() == path:  # type: ignore[arg-type]
-            return old
-        raise PluginError(f"{ENV}: the plugin {str(path)!r} would be module {name!r}, but a module of that name is "
-                          f"already loaded (from {getattr(old, '__file__', None) or 'a built-in'}). "
-                          f"Fix: rename the file")
+        raise FileNotFoundError(f"no such file: {path}")
+    name = module_name(path)
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path} as a module")
+        raise ImportError(f"not a Python module: {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(name, None)
+        del sys.modules[name]
         raise
     return module

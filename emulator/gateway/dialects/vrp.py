@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 from emulator.identity import VENDOR, serial_number, software_version
 
@@ -152,7 +152,6 @@ def port_lines(pc: PortConfig) -> list[str]:
     return out
 
 
-
 # ----------------------------------------------------------------------------------- session
 
 BANNER = ("\r\nInfo: The max number of VTY users is {max}, and the number\r\n"
@@ -164,14 +163,14 @@ class VrpSession(Session):
     """One terminal on the gateway, in VRP's views: user <GW-A>, system [GW-A], and the interface,
     dcb pfc and drop-profile views below it."""
 
-    commands: ClassVar = COMMANDS
-    start_view: ClassVar = "user"
-    max_line: ClassVar = MAX_LINE
-    error_marker: ClassVar = "Error:"
-    too_long_text: ClassVar = "Error: The command is longer than {max_line} characters and was not run."
-    not_utf8_text: ClassVar = "Error: The command is not valid UTF-8 and was not run."
-    busy_text: ClassVar = "All user interfaces are used, please try later!"
-    idle_text: ClassVar = "Info: The connection was closed by the remote host (idle timeout)."
+    commands = COMMANDS
+    start_view = "user"
+    max_line = MAX_LINE
+    error_marker = "Error:"
+    too_long_text = "Error: The command is longer than {max_line} characters and was not run."
+    not_utf8_text = "Error: The command is not valid UTF-8 and was not run."
+    busy_text = "All user interfaces are used, please try later!"
+    idle_text = "Info: The connection was closed by the remote host (idle timeout)."
 
     def __init__(self, gw: Gateway) -> None:
         super().__init__(gw)

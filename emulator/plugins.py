@@ -3,10 +3,11 @@
 A plugin is a module that registers something when imported (a gateway dialect:
 :func:`emulator.gateway.dialects.register`).  ``DCILAB_PLUGINS`` is a list separated like PATH
 (``:``) of ``.py`` files and dotted module names; the entry points of group ``dcilab.plugins`` of
-the installed distributions are imported too.  The framework reads the same variable
-(``testbed/plugins.py``, which the emulator may not import): a file gets the same module name on
-both sides, so a process that loads both imports it once, and one module may register both an
-emulated dialect and the framework's driver for it, each side using what it needs.
+the installed distributions are imported too.  The framework loads them with this same function
+before it reads an inventory or a profile (``dcilab``, the pytest plugin, ``load_inventory``): one
+module may register an emulated dialect and the framework's driver for it, a fault kind, a
+driver, each side using what it needs.
+A file gets one module name (:func:`module_name`), so a process imports it once.
 """
 
 from __future__ import annotations

@@ -16,12 +16,7 @@ from pathlib import Path
 
 from testbed.inventory import InventoryError, load_inventory
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "emulated.yaml"
-
-
-def default_inventory() -> Path:
-    return Path(os.environ.get("DCILAB_INVENTORY", DEFAULT_INVENTORY))
+from testbed.paths import DEFAULT_INVENTORY, REPO_ROOT, default_inventory
 
 
 def _inventory_check(args: argparse.Namespace) -> int:
@@ -179,6 +174,16 @@ def _fault_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fault_kinds(args: argparse.Namespace) -> int:
+    from testbed.faults import registry
+
+    for k in registry.kinds():
+        doc = (k.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        caps = f" (capabilities: {', '.join(k.CAPABILITIES)})" if k.CAPABILITIES else ""
+        print(f"{k.NAME} {k.USAGE}\n    {doc}{caps}\n    defined in {k.__module__}")
+    return 0
+
+
 def _wait_lease_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run to release the testbed (default: refuse at once, exit 75)")
@@ -232,10 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     fp = fault.add_parser("plan", help="dry run: check the allow-list and print what a fault would send "
                           "(nothing is sent, nothing is connected)")
     fp.add_argument("--inventory", "-i", type=Path, default=default_inventory())
-    fp.add_argument("kind", help="bandwidth-drop SERVICE RATE | bit-errors PATH BER | "
-                    "protection-switch SERVICE force|manual|lockout | fiber-cut PATH")
+    from testbed.faults import registry
+    fp.add_argument("kind", help=registry.usage())
     fp.add_argument("args", nargs="*")
     fp.set_defaults(func=_fault_plan)
+    fk = fault.add_parser("kinds", help="list the fault kinds this installation knows (built-in and DCILAB_PLUGINS)")
+    fk.set_defaults(func=_fault_kinds)
     from testbed.metrics.cli import add_parser as add_metrics_parser
     add_metrics_parser(sub)
     from testbed.trial.cli import add_parser as add_trial_parser
@@ -260,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     from testbed.emulated_lab import NotEmulated
     from testbed.lock import EXIT_BUSY, LeaseUnavailable, TestbedBusy
 
+    from emulator.plugins import PluginError, load_plugins
+    try:        # before the parser: a lab's own fault kinds appear in `dcilab fault` too
+        load_plugins()
+    except PluginError as exc:
+        print(f"dcilab: {exc}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     # SIGTERM (a CI timeout, systemd stopping a job) gets the same clean-up as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)

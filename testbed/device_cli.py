@@ -33,7 +33,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from testbed.cli import default_inventory
+    from testbed.paths import default_inventory
 
     dev = sub.add_parser("device", help="one device of the inventory").add_subparsers(dest="action", required=True)
     c = dev.add_parser("check", help="read-only: what the device is and speaks, which driver fits, what the "

@@ -19,7 +19,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from testbed.cli import default_inventory
+    from testbed.paths import default_inventory
 
     p = sub.add_parser("predict", help="predict iteration time and efficiency at a BER, outage, rate or timeout "
                        "from a run's baseline and the inventory's line, without a lab",
@@ -63,7 +63,7 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 
 def _line(args: argparse.Namespace, summary: dict[str, Any] | None) -> tuple[Any, Any]:
     from emulator.line import roce
-    from testbed.cli import default_inventory
+    from testbed.paths import default_inventory
     from testbed.inventory import load_inventory
     from testbed.predict import Line
 

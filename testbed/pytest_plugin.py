@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from testbed import astguard
-from testbed.cli import REPO_ROOT, default_inventory
+from testbed.paths import REPO_ROOT, default_inventory
 from testbed.inventory import Inventory, InventoryError, load_inventory
 from testbed.runid import RunIdError, check_run_id
 
@@ -85,6 +85,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs root and Linux network namespaces (builds the emulated lab)")
     config.addinivalue_line("markers", "scenario(name): a field-trial case; its params come from the profile")
     config.addinivalue_line("markers", "needs(*capabilities): skipped on a testbed that cannot do it")
+    from emulator.plugins import PluginError, load_plugins
+    try:        # a lab's own fault kinds and drivers, before any inventory, profile or case is read
+        load_plugins()
+    except PluginError as exc:
+        raise pytest.UsageError(str(exc)) from None
     trial_run = _is_trial_invocation(config)       # before the defaults below are filled in
     try:  # before anything connects or applies a condition: the run id names folders
         run_id = check_run_id(config.getoption("--run-id") or new_run_id())

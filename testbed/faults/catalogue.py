@@ -8,6 +8,12 @@ devices back, and undoes itself (and verifies the undo) however the block is lef
     # back at 800G, verified; rec.applied_at / verified_at / undone_at on one clock
 
 ``fault.plan(tb)`` returns the steps it would send, connecting to nothing (``--dry-run``).
+
+Each kind of fault is one module (``testbed/faults/kinds/``, or a user's module loaded through
+``DCILAB_PLUGINS``): its class says its CLI form, the driver operations its steps name, what a
+testbed needs to run it and how the testbed differs from its baseline after it, and
+``@register`` (:mod:`testbed.faults.registry`) makes it known to the CLI, ``lab restore``, the
+baseline check and the trial's ``faults`` fixture.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from testbed.inventory import Inventory
 from testbed.inventory.model import Service
 
 from .journal import Journal, Step, journal_dir
-from .ops import FaultNotInEffect, FaultRefused, UndoFailed, execute, roadm_paths
+from .ops import FaultRefused, UndoFailed, execute
 from .signals import deferred_interrupts, interrupts_as_exceptions
 
 
@@ -108,7 +114,28 @@ def wait_until(check: Callable[[], str | None], timeout: float, interval: float 
         time.sleep(interval)
 
 
-def _service(inv: Inventory, name: str) -> Service:
+def first_service(inv: Inventory) -> Service | None:
+    """The DCI service the trial runs over (the inventory's first)."""
+    return inv.services[0] if inv.services else None
+
+
+def not_allowed(inv: Inventory, devices: list[str], what: str) -> str | None:
+    """Why a capability is missing when some of ``devices`` may not be disturbed, else None."""
+    bad = [d for d in devices if not inv.device(d).fault_injection]
+    if bad:
+        return f"{what}: {', '.join(bad)} not allowed for fault injection in this inventory (fault_injection: true)"
+    return None
+
+
+def terminals(s: Service) -> list[str]:
+    return [s.a_end.otn_terminal, s.z_end.otn_terminal]
+
+
+def gateways(s: Service) -> list[str]:
+    return [s.a_end.gateway, s.z_end.gateway]
+
+
+def service_named(inv: Inventory, name: str) -> Service:
     for s in inv.services:
         if s.name == name:
             return s
@@ -116,7 +143,7 @@ def _service(inv: Inventory, name: str) -> Service:
                        f"{', '.join(s.name for s in inv.services) or 'none'})")
 
 
-def _path(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
+def path_named(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
     try:
         return inv.fiber_path(name)
     except KeyError:
@@ -134,7 +161,7 @@ def check_allowed(inv: Inventory, kind: str, devices: list[str], paths: list[str
         except KeyError:
             raise FaultRefused(f"{kind}: no device {d!r} in inventory {inv.name!r}") from None
     for p in paths:
-        if not _path(inv, p).fault_injection:
+        if not path_named(inv, p).fault_injection:
             bad.append(f"fiber path {p}")
     if bad:
         raise FaultRefused(f"{kind} refused: {', '.join(bad)} not allowed for fault injection in inventory "
@@ -143,8 +170,56 @@ def check_allowed(inv: Inventory, kind: str, devices: list[str], paths: list[str
                            "may be disturbed")
 
 
+class BaselineView:
+    """What the kinds' baseline checks read, each thing once per check (two kinds may look at the
+    same ROADM); a read that fails is reported once, as a difference from the baseline."""
+
+    def __init__(self, tb: Testbed) -> None:
+        self.tb, self.inv = tb, tb.inv
+        self.problems: list[str] = []
+        self._cache: dict[str, Any] = {}
+
+    def read(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or None after noting "WHAT: cannot read: ..." (driver or socket errors)."""
+        if what not in self._cache:
+            try:
+                self._cache[what] = fn()
+            except (DriverError, OSError) as exc:
+                self.problems.append(f"{what}: cannot read: {exc}")
+                self._cache[what] = None
+        return self._cache[what]
+
+
+Check = Callable[[Inventory], "str | None"]
+"""A capability check: why this testbed cannot do something, or None if it can."""
+
+
 class Fault(ABC):
     KIND: ClassVar[str] = "fault"
+
+    # --- how a kind plugs in (registered with testbed.faults.registry.register) -----------------
+    NAME: ClassVar[str] = ""
+    """Its name on the command line (``dcilab fault plan NAME ARGS``), e.g. ``bandwidth-drop``."""
+    USAGE: ClassVar[str] = ""
+    """Its CLI arguments, e.g. ``SERVICE RATE``."""
+    OPS: ClassVar[dict[str, Callable[..., Any]]] = {}
+    """The driver operations its steps name (``op(driver, **step.args)``): what ``lab restore``
+    replays from the journal."""
+    CAPABILITIES: ClassVar[dict[str, Check]] = {}
+    """What a case must have to use it (``@pytest.mark.needs(NAME)``), each a check of the inventory."""
+    TRIAL: ClassVar[dict[str, Callable[..., Fault]]] = {}
+    """The trial's ``faults`` fixture: ``faults.NAME(*args)`` calls ``TRIAL[NAME](service, inv, *args)``."""
+
+    @classmethod
+    def from_args(cls, args: list[str]) -> Fault:
+        """The fault from its CLI arguments; ValueError when they do not parse."""
+        raise ValueError(f"{cls.NAME or cls.__name__} has no command-line form")
+
+    @classmethod
+    def baseline(cls, view: BaselineView) -> list[str]:
+        """How the testbed differs from the inventory's baseline in what this kind changes (empty:
+        at baseline): ``dcilab lab restore`` and the trial check it between cases."""
+        return []
 
     # --- what a fault defines ------------------------------------------------------------------
     @property
@@ -230,390 +305,3 @@ class Fault(ABC):
                              f"kept at {entry.path}: run `dcilab lab restore --inventory {tb.inv.source}`")
         tb.journal.remove(entry)
         rec.undone_at = Stamp.now()
-
-
-# --- the catalogue ----------------------------------------------------------------------------------
-
-
-def _terminals(s: Service) -> list[str]:
-    return [s.a_end.otn_terminal, s.z_end.otn_terminal]
-
-
-@dataclass(frozen=True)
-class BandwidthDrop(Fault):
-    """The service's line rate down to ``to_rate_gbps`` on both terminals (the trial's 800G -> 400G)."""
-
-    service: str
-    to_rate_gbps: int
-    KIND: ClassVar[str] = "BandwidthDrop"
-
-    @property
-    def target(self) -> str:
-        return f"{self.service}->{self.to_rate_gbps}G"
-
-    def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
-        return _terminals(_service(inv, self.service)), []
-
-    def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
-        s = _service(inv, self.service)
-        if self.to_rate_gbps >= s.line_gbps or self.to_rate_gbps <= 0:
-            raise FaultRefused(f"{self.KIND} {self.target} refused: a drop goes below the service's "
-                               f"{s.line_rate} line rate")
-        how = "edit-config candidate + confirmed-commit (running where the device has no candidate)"
-        return ([Step(t, "set_line_rate", {"gbps": self.to_rate_gbps}, f"{how}: line rate {self.to_rate_gbps}G")
-                 for t in _terminals(s)],
-                [Step(t, "set_line_rate", {"gbps": s.line_gbps}, f"{how}: line rate {s.line_gbps}G")
-                 for t in _terminals(s)])
-
-    def preflight(self, tb: Testbed) -> dict[str, Any]:
-        s = _service(tb.inv, self.service)
-        self.steps(tb.inv, {})
-        before = {}
-        for t in _terminals(s):
-            d = tb.driver(t)
-            sup = tuple(d.supported_rates_gbps())
-            if self.to_rate_gbps not in sup:
-                raise FaultRefused(f"{self.KIND} {self.target} refused: {t} cannot run {self.to_rate_gbps}G "
-                                   f"(supported: {', '.join(f'{r}G' for r in sup)})", tuple(f"{r}G" for r in sup))
-            before[t] = d.line_rate_gbps()
-        return {"before_gbps": before}
-
-    def verify(self, tb: Testbed, ctx: dict[str, Any]) -> dict[str, Any]:
-        got = {t: tb.driver(t).line_rate_gbps() for t in _terminals(_service(tb.inv, self.service))}
-        if any(g != self.to_rate_gbps for g in got.values()):
-            raise FaultNotInEffect(f"{self.KIND}: terminals read back {got}, not {self.to_rate_gbps}G")
-        return {"rate_gbps": got, "before_gbps": ctx["before_gbps"]}
-
-    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
-        s = _service(tb.inv, self.service)
-        got = {t: tb.driver(t).line_rate_gbps() for t in _terminals(s)}
-        if any(g != s.line_gbps for g in got.values()):
-            raise UndoFailed(f"{self.KIND}: terminals read back {got} after the undo, not {s.line_gbps}G")
-
-
-@dataclass(frozen=True)
-class BitErrors(Fault):
-    """Post-FEC bit errors at ``ber`` on a fiber path, injected at its first ROADM (real lab: a VOA
-    or noise loading, or a test set's error insertion)."""
-
-    path: str
-    ber: float
-    KIND: ClassVar[str] = "BitErrors"
-
-    @property
-    def target(self) -> str:
-        return f"{self.path}@{self.ber:g}"
-
-    def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
-        return [_path(inv, self.path).roadms[0]], [self.path]
-
-    def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
-        if not 0 < self.ber < 1:
-            raise FaultRefused(f"{self.KIND} refused: BER {self.ber!r} is not between 0 and 1 (exclusive)",
-                               ("0 < ber < 1",))
-        r = _path(inv, self.path).roadms[0]
-        return ([Step(r, "inject_ber", {"path": self.path, "ber": self.ber}, "rpc pm-interact set path/ber")],
-                [Step(r, "clear_ber", {"path": self.path}, "rpc pm-interact clear path")])
-
-    def preflight(self, tb: Testbed) -> dict[str, Any]:
-        self.steps(tb.inv, {})
-        roadm = self.touches(tb.inv)[0][0]
-        paths = roadm_paths(tb.driver(roadm))
-        if self.path not in paths:
-            raise FaultRefused(f"{self.KIND} refused: {roadm} does not carry path {self.path!r} "
-                               f"(it carries {', '.join(paths)})", tuple(paths))
-        return {"roadm": roadm}
-
-    def verify(self, tb: Testbed, ctx: dict[str, Any]) -> dict[str, Any]:
-        got = roadm_paths(tb.driver(ctx["roadm"]))[self.path]["ber"]
-        if got is None or abs(got - self.ber) > 1e-9 * self.ber + 1e-18:
-            raise FaultNotInEffect(f"{self.KIND}: {ctx['roadm']} reads BER {got} on {self.path}, not {self.ber:g}")
-        return {"ber_read_back": got}
-
-    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
-        got = roadm_paths(tb.driver(ctx["roadm"]))[self.path]["ber"]
-        if got:
-            raise UndoFailed(f"{self.KIND}: {ctx['roadm']} still reads BER {got} on {self.path}")
-
-
-SWITCH_KINDS = ("force", "manual", "lockout")
-REQUEST_STATE = {"force": "forced", "manual": "manual", "lockout": "lockout"}
-
-
-@dataclass(frozen=True)
-class ProtectionSwitch(Fault):
-    """An operator request on the service's 1+1 protection group: ``force`` / ``manual`` switch
-    to the protection path, or ``lockout`` of protection (traffic stays on working, SNCP off)."""
-
-    service: str
-    kind: str = "force"
-    timeout_s: float = 5.0
-    KIND: ClassVar[str] = "ProtectionSwitch"
-
-    @property
-    def target(self) -> str:
-        return f"{self.service}:{self.kind}"
-
-    def _candidates(self, inv: Inventory) -> list[str]:
-        s = _service(inv, self.service)
-        if not s.protection_path:
-            raise FaultRefused(f"{self.KIND} refused: service {self.service!r} has no protection path")
-        if self.kind not in SWITCH_KINDS:
-            raise FaultRefused(f"{self.KIND} refused: kind {self.kind!r} is not one of {', '.join(SWITCH_KINDS)}",
-                               SWITCH_KINDS)
-        return [t for t in _terminals(s) if inv.device(t).fault_injection]
-
-    def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
-        c = self._candidates(inv)
-        return (c or _terminals(_service(inv, self.service))[:1]), []
-
-    def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
-        t = ctx.get("terminal") or self._candidates(inv)[0]
-        if self.kind == "lockout":
-            return ([Step(t, "request_switch", {"kind": "lockout", "to": "protection"}, "lockout of protection")],
-                    [Step(t, "request_switch", {"kind": "release", "to": "working"}, "clear the request")])
-        return ([Step(t, "request_switch", {"kind": self.kind, "to": "protection"},
-                      f"{self.kind} switch to protection")],
-                [Step(t, "request_switch", {"kind": "force", "to": "working"}, "forced switch back to working"),
-                 Step(t, "request_switch", {"kind": "release", "to": "working"}, "clear the request")])
-
-    def preflight(self, tb: Testbed) -> dict[str, Any]:
-        offered: dict[str, tuple[str, ...]] = {}
-        need = {self.kind, "release"} | ({"force"} if self.kind != "lockout" else set())
-        for t in self._candidates(tb.inv):
-            kinds = tuple(tb.driver(t).SWITCH_KINDS)
-            offered[t] = kinds
-            if need <= set(kinds):
-                p = tb.driver(t).protection()
-                if (p.active_path, p.request_state) != ("working", "none"):
-                    raise FaultRefused(f"{self.KIND} refused: {t} is not at baseline (active {p.active_path}, "
-                                       f"request {p.request_state}); run dcilab lab restore")
-                return {"terminal": t}
-        raise FaultRefused(f"{self.KIND} {self.kind} refused: no allowed terminal of {self.service} offers "
-                           f"{', '.join(sorted(need))} (" + "; ".join(f"{t}: {', '.join(k)}" for t, k in offered.items())
-                           + ")", tuple(sorted({k for ks in offered.values() for k in ks})))
-
-    def _state(self, tb: Testbed, ctx: dict[str, Any]) -> tuple[str, str]:
-        p = tb.driver(ctx["terminal"]).protection()
-        return p.active_path, p.request_state
-
-    def verify(self, tb: Testbed, ctx: dict[str, Any]) -> dict[str, Any]:
-        want = ("working" if self.kind == "lockout" else "protection", REQUEST_STATE[self.kind])
-        problem = wait_until(lambda: None if (st := self._state(tb, ctx)) == want else f"reads {st}", self.timeout_s)
-        if problem:
-            raise FaultNotInEffect(f"{self.KIND} {self.kind}: {ctx['terminal']} {problem}, not {want}")
-        return {"terminal": ctx["terminal"], "active_path": want[0], "request_state": want[1]}
-
-    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
-        problem = wait_until(lambda: None if (st := self._state(tb, ctx)) == ("working", "none") else f"reads {st}",
-                             self.timeout_s)
-        if problem:
-            raise UndoFailed(f"{self.KIND}: {ctx['terminal']} {problem} after the undo, not (working, none)")
-
-
-@dataclass(frozen=True)
-class FiberCut(Fault):
-    """Loss of signal on a path's fiber at its first ROADM degree (real lab: an optical switch port
-    opened or a VOA at maximum).  If the path carries the traffic, 1+1 SNCP moves it to the
-    protection path, or (protection locked out, cut or absent) ASON restores it on a restoration
-    path; the fault waits for and verifies that outcome."""
-
-    path: str
-    timeout_s: float = 10.0
-    KIND: ClassVar[str] = "FiberCut"
-
-    @property
-    def target(self) -> str:
-        return self.path
-
-    def _service(self, inv: Inventory) -> Service:
-        for s in inv.services:
-            if self.path in (s.working_path, s.protection_path, *s.restoration_paths):
-                return s
-        raise FaultRefused(f"{self.KIND} refused: no service uses fiber path {self.path!r}")
-
-    def _terminal(self, inv: Inventory) -> str:
-        ts = _terminals(self._service(inv))
-        return next((t for t in ts if inv.device(t).fault_injection), ts[0])
-
-    def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
-        return [_path(inv, self.path).roadms[0], self._terminal(inv)], [self.path]
-
-    def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
-        r, t = _path(inv, self.path).roadms[0], ctx.get("terminal") or self._terminal(inv)
-        apply = [Step(r, "cut_path_fiber", {"path": self.path}, "rpc pm-interact set degree-number (LOS)")]
-        undo = [Step(r, "repair_path_fiber", {"path": self.path}, "rpc pm-interact clear degree-number")]
-        if ctx.get("expect", "moves") != "stays":
-            back = "lockout" if ctx.get("request_before") == "lockout" else "release"
-            undo += [Step(t, "request_switch", {"kind": "force", "to": "working"}, "traffic back to working"),
-                     Step(t, "request_switch", {"kind": back, "to": "working"},
-                          "restore the request state from before the cut")]
-        return apply, undo
-
-    def preflight(self, tb: Testbed) -> dict[str, Any]:
-        inv = tb.inv
-        s = self._service(inv)
-        r = _path(inv, self.path).roadms[0]
-        roadm = tb.driver(r)
-        deg = roadm.degree_on(self.path)            # Unsupported if this ROADM has no degree on it
-        st = roadm.restoration()
-        up = dict(st.paths_up) or {k: v["up"] for k, v in roadm_paths(roadm).items()}
-        req = st.request_state or tb.driver(self._terminal(inv)).protection().request_state
-        need = {"force", "lockout" if req == "lockout" else "release"}
-        allowed = [t for t in _terminals(s) if inv.device(t).fault_injection]
-        terminal = next((t for t in allowed if need <= set(tb.driver(t).SWITCH_KINDS)), None)
-        if terminal is None:
-            raise FaultRefused(f"{self.KIND} {self.path} refused: no allowed terminal of {s.name} offers "
-                               f"{', '.join(sorted(need))}, needed to put traffic back on working afterwards")
-        ctx: dict[str, Any] = {"roadm": r, "degree": deg.number, "active_before": st.active_path,
-                               "request_before": req, "terminal": terminal}
-        if st.active_path != self.path:
-            ctx.update(expect="stays", expect_path=st.active_path, mechanism=None)
-            return ctx
-        p = s.protection_path
-        sncp = (st.mode or "sncp") == "sncp" and p and p != self.path and up.get(p) and req not in ("lockout", "forced")
-        if sncp:
-            ctx.update(expect="moves", expect_path=p, mechanism="sncp", wait_s=self.timeout_s)
-            return ctx
-        ason = st.raw.get("ason", "true") == "true"
-        order = ([s.working_path] if self.path != s.working_path else []) + list(s.restoration_paths)
-        target = next((x for x in order if x != self.path and up.get(x)), None)
-        if not ason or target is None:
-            raise FaultRefused(f"{self.KIND} {self.path} refused: it carries the traffic and neither SNCP nor ASON "
-                               f"could move it (ason {ason}, paths up {up}, request {req}): the service would go down")
-        rest_s = float(st.raw.get("restoration-time-ms") or 0) / 1e3
-        ctx.update(expect="moves", expect_path=target, mechanism="ason", wait_s=rest_s + self.timeout_s)
-        return ctx
-
-    def verify(self, tb: Testbed, ctx: dict[str, Any]) -> dict[str, Any]:
-        roadm = tb.driver(ctx["roadm"])
-        t0 = time.monotonic()
-
-        def check() -> str | None:
-            st = roadm.restoration()
-            if st.paths_up.get(self.path, False):
-                return f"path {self.path} still reads up"
-            if st.active_path != ctx["expect_path"] or st.state == "restoring":
-                return f"active path {st.active_path} (restoration {st.state})"
-            return None
-        problem = wait_until(check, ctx.get("wait_s", self.timeout_s), 0.05)
-        if problem:
-            raise FaultNotInEffect(f"{self.KIND} {self.path}: {ctx['roadm']} reads {problem}; expected traffic on "
-                                   f"{ctx['expect_path']} ({ctx['mechanism'] or 'unchanged'})")
-        new = _path(tb.inv, ctx["expect_path"])
-        return {"degree": ctx["degree"], "mechanism": ctx["mechanism"], "active_path": ctx["expect_path"],
-                "active_length_km": new.length_km, "moved_after_s": round(time.monotonic() - t0, 3)}
-
-    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
-        roadm = tb.driver(ctx["roadm"])
-
-        def check() -> str | None:
-            st = roadm.restoration()
-            if not st.paths_up.get(self.path, True):
-                return f"path {self.path} still down"
-            if st.active_path != ctx["active_before"]:
-                return f"active path {st.active_path}, not {ctx['active_before']}"
-            return None
-        problem = wait_until(check, 5.0, 0.05)
-        if problem:
-            raise UndoFailed(f"{self.KIND} {self.path}: after the undo {ctx['roadm']} reads {problem}")
-
-
-def _gateways(s: Service) -> list[str]:
-    return [s.a_end.gateway, s.z_end.gateway]
-
-
-def physical_ratio(inv: Inventory, service: str, site: str) -> float:
-    """The site's convergence ratio without shaping: site fabric / the service's client capacity
-    (the trial's 3200G fabric over 2 x 400G client ports = 4:1)."""
-    s = _service(inv, service)
-    return inv.site(site).fabric_gbps / s.client_ports.gbps
-
-
-@dataclass(frozen=True)
-class ConvergenceRatio(Fault):
-    """The gateways of both ends shape the WAN to give each site a ``ratio``:1 convergence (site
-    fabric / WAN bandwidth), as the trial's gateways did for 8:1 and 16:1.  A test condition
-    rather than a failure, but it changes gear like a fault, so it is journaled, allow-listed and
-    undone the same way.  The physical ratio (no shaping) needs no step; a smaller one is refused:
-    shaping cannot add bandwidth."""
-
-    service: str
-    ratio: float
-    KIND: ClassVar[str] = "ConvergenceRatio"
-
-    @property
-    def target(self) -> str:
-        return f"{self.service}@{self.ratio:g}:1"
-
-    def touches(self, inv: Inventory) -> tuple[list[str], list[str]]:
-        s = _service(inv, self.service)
-        return [g for g in _gateways(s) if self._kbps(inv, g) is not None], []
-
-    def _kbps(self, inv: Inventory, gateway: str) -> int | None:
-        """The CIR for this gateway, None at the physical ratio."""
-        from testbed.connect import wan_shaping_kbps
-        site = inv.device(gateway).site
-        phys = physical_ratio(inv, self.service, site)
-        if not self.ratio > 0 or self.ratio < phys - 1e-9:
-            raise FaultRefused(f"{self.KIND} {self.target} refused: site {site}'s physical convergence is "
-                               f"{phys:g}:1 (fabric {inv.site(site).fabric_gbps:g}G over the service's client "
-                               f"ports); shaping can only raise the ratio", (f">= {phys:g}",))
-        if abs(self.ratio - phys) < 1e-9:
-            return None
-        return wan_shaping_kbps(inv, site, self.ratio)
-
-    def steps(self, inv: Inventory, ctx: dict[str, Any]) -> tuple[list[Step], list[Step]]:
-        before = ctx.get("before_kbps", {})
-        apply, undo = [], []
-        for g in self.touches(inv)[0]:
-            k = self._kbps(inv, g)
-            apply.append(Step(g, "set_wan_shaping", {"rate_kbps": k}, f"WAN shaping CIR {k} kbit/s ({self.ratio:g}:1)"))
-            if before.get(g):
-                undo.append(Step(g, "set_wan_shaping", {"rate_kbps": before[g]}, f"WAN shaping back to {before[g]}"))
-            else:
-                undo.append(Step(g, "clear_wan_shaping", {}, "WAN shaping removed (physical convergence)"))
-        return apply, undo
-
-    def preflight(self, tb: Testbed) -> dict[str, Any]:
-        self.steps(tb.inv, {})
-        return {"before_kbps": {g: tb.driver(g).shaping_kbps() for g in self.touches(tb.inv)[0]}}
-
-    def verify(self, tb: Testbed, ctx: dict[str, Any]) -> dict[str, Any]:
-        got = {g: tb.driver(g).shaping_kbps() for g in self.touches(tb.inv)[0]}
-        want = {g: self._kbps(tb.inv, g) for g in got}
-        if got != want:
-            raise FaultNotInEffect(f"{self.KIND} {self.target}: gateways read back CIR {got} kbit/s, not {want}")
-        return {"shaping_kbps": got, "before_kbps": ctx["before_kbps"]}
-
-    def verify_undone(self, tb: Testbed, ctx: dict[str, Any]) -> None:
-        got = {g: tb.driver(g).shaping_kbps() for g in self.touches(tb.inv)[0]}
-        if got != ctx["before_kbps"]:
-            raise UndoFailed(f"{self.KIND} {self.target}: gateways read back CIR {got} after the undo, "
-                             f"not {ctx['before_kbps']}")
-
-
-def fault_from_args(kind: str, args: list[str]) -> Fault:
-    """CLI form: bandwidth-drop SERVICE RATE | bit-errors PATH BER | protection-switch SERVICE KIND |
-    fiber-cut PATH | convergence-ratio SERVICE RATIO."""
-    k = kind.lower().replace("_", "-")
-    try:
-        if k in ("bandwidth-drop", "bandwidthdrop"):
-            service, rate = args
-            return BandwidthDrop(service, int(rate.upper().rstrip("G")))
-        if k in ("bit-errors", "biterrors"):
-            path, ber = args
-            return BitErrors(path, float(ber))
-        if k in ("protection-switch", "protectionswitch"):
-            service, how = args
-            return ProtectionSwitch(service, how)
-        if k in ("fiber-cut", "fibercut"):
-            (path,) = args
-            return FiberCut(path)
-        if k in ("convergence-ratio", "convergenceratio"):
-            service, ratio = args
-            return ConvergenceRatio(service, float(ratio.split(":")[0]))
-    except ValueError:
-        raise FaultRefused(f"bad arguments for {kind}: {' '.join(args)} ({fault_from_args.__doc__})") from None
-    raise FaultRefused(f"unknown fault kind {kind!r}: use bandwidth-drop, bit-errors, protection-switch, fiber-cut "
-                       "or convergence-ratio")

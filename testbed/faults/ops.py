@@ -29,26 +29,12 @@ class UndoFailed(FaultError):
     """An undo step failed or the undo did not verify; the journal entry is kept for ``lab restore``."""
 
 
-def _cut(d: Any, path: str) -> Any:
-    return d.cut_fiber(d.degree_on(path).number)
-
-
-def _repair(d: Any, path: str) -> Any:
-    return d.repair_fiber(d.degree_on(path).number)
-
-
 OPS: dict[str, Any] = {
-    "set_line_rate": lambda d, gbps: d.set_line_rate(int(gbps)),
-    "request_switch": lambda d, kind, to="protection": d.request_switch(kind, to),
-    "cut_path_fiber": _cut,
-    "repair_path_fiber": _repair,
-    "inject_ber": lambda d, path, ber: d.inject_ber(path, float(ber)),
-    "clear_ber": lambda d, path: d.clear_ber(path),
-    "set_wan_shaping": lambda d, rate_kbps: d.set_wan_shaping(int(rate_kbps)),
-    "clear_wan_shaping": lambda d: d.clear_wan_shaping(),
     "stop_job": lambda d, run_id: _stop_job(d, run_id),
     "scancel_job": lambda client, run_id: _scancel_job(client, run_id),
 }
+"""Every operation a journaled step may name: the framework's own (ending the trial's jobs) and,
+added by ``testbed.faults.registry.register``, each fault kind's ``OPS``."""
 JOB_OPS = frozenset({"stop_job", "scancel_job"})
 """Operations that end the trial's own jobs: allowed without fault_injection."""
 SCHEDULER_OPS = frozenset({"scancel_job"})
@@ -74,7 +60,8 @@ def _scancel_job(client: Any, run_id: str) -> list[str]:
 def execute(step: Step, driver: Any) -> Any:
     fn = OPS.get(step.op)
     if fn is None:
-        raise FaultError(f"unknown operation {step.op!r} in step {step} (known: {', '.join(OPS)})")
+        raise FaultError(f"unknown operation {step.op!r} in step {step} (known: {', '.join(OPS)}; a lab's own fault "
+                         "kinds are loaded from the modules named in DCILAB_PLUGINS)")
     return fn(driver, **step.args)
 
 

@@ -15,9 +15,9 @@ from drivers.errors import DriverError
 from testbed.inventory import DeviceKind, Inventory
 from testbed.runid import RunIdError, check_run_id
 
-from .catalogue import Testbed
+from .catalogue import BaselineView, Testbed
 from .journal import Entry, Journal
-from .ops import JOB_OPS, OPS, SCHEDULER_OPS, FaultError, execute, roadm_paths
+from .ops import JOB_OPS, OPS, SCHEDULER_OPS, FaultError, execute
 
 
 @dataclass
@@ -127,43 +127,12 @@ def replay(tb: Testbed, rep: RestoreReport, dry_run: bool = False, force: bool =
 
 
 def check_baseline(tb: Testbed) -> list[str]:
-    """How the testbed differs from the inventory's baseline (empty: at baseline)."""
-    inv = tb.inv
-    out: list[str] = []
-
-    def read(what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except (DriverError, OSError) as exc:
-            out.append(f"{what}: cannot read: {exc}")
-            return None
-
-    for s in inv.services:
-        for t in (s.a_end.otn_terminal, s.z_end.otn_terminal):
-            rate = read(f"{t} line rate", lambda t=t: tb.driver(t).line_rate_gbps())
-            if rate is not None and rate != s.line_gbps:
-                out.append(f"{t}: line rate {rate}G, baseline {s.line_rate}")
-            if s.protection_path:
-                p = read(f"{t} protection", lambda t=t: tb.driver(t).protection())
-                if p is not None and p.active_path != "working":
-                    out.append(f"{t}: traffic on {p.active_path}, baseline working")
-                if p is not None and p.request_state != "none":
-                    out.append(f"{t}: protection request {p.request_state}, baseline none")
-        for g in (s.a_end.gateway, s.z_end.gateway):
-            cir = read(f"{g} WAN shaping", lambda g=g: tb.driver(g).shaping_kbps())
-            if cir is not None:
-                out.append(f"{g}: WAN shaped to {cir} kbit/s, baseline unshaped (physical convergence)")
-        roadm = inv.fiber_path(s.working_path).roadms[0]
-        st = read(f"{roadm} restoration", lambda roadm=roadm: tb.driver(roadm).restoration())
-        if st is not None and st.active_path != s.working_path:
-            out.append(f"{roadm}: active path {st.active_path}, baseline {s.working_path}")
-        paths = read(f"{roadm} paths", lambda roadm=roadm: roadm_paths(tb.driver(roadm))) or {}
-        for name, p in paths.items():
-            if not p["up"]:
-                out.append(f"{roadm}: fiber path {name} is down (cut)")
-            if p["ber"]:
-                out.append(f"{roadm}: fiber path {name} has bit errors injected (BER {p['ber']:g})")
-    return out
+    """How the testbed differs from the inventory's baseline (empty: at baseline): each registered
+    fault kind checks what it changes, every device read once."""
+    from .registry import kinds
+    view = BaselineView(tb)
+    out = [d for k in kinds() for d in k.baseline(view)]
+    return view.problems + out
 
 
 def restore(inv: Inventory, connect: Callable[[Inventory, str], Any] | None = None,

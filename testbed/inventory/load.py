@@ -117,8 +117,14 @@ SECTIONS: dict[str, type[BaseModel]] = {
 
 
 def load_inventory(path: str | Path) -> Inventory:
-    """Load and validate; raise InventoryError listing every problem found."""
+    """Load and validate; raise InventoryError listing every problem found.  The lab's extension
+    modules (``DCILAB_PLUGINS``) are imported first: the drivers they add are valid names here."""
+    from emulator.plugins import PluginError, load_plugins
     path = Path(path)
+    try:
+        load_plugins()
+    except PluginError as exc:
+        raise InventoryError([Problem(path, None, "", str(exc), "see README 'Extending dcilab'")]) from None
     try:
         src = load_yaml(path)
     except YamlSourceError as exc:

@@ -52,7 +52,7 @@ class Store:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``dcilab metrics replay|status`` on the top-level subparsers of ``testbed.cli``."""
-    from testbed.cli import DEFAULT_INVENTORY, REPO_ROOT, default_inventory
+    from testbed.paths import DEFAULT_INVENTORY, REPO_ROOT, default_inventory
     from testbed.metrics.writer import DEFAULT_SPOOL_DIR
 
     inv_help = (f"inventory whose metrics: section names the store (default: $DCILAB_INVENTORY or "

@@ -49,7 +49,7 @@ def add_parser(sub: Any) -> None:
 
 
 def pytest_args(a: argparse.Namespace) -> list[str]:
-    from testbed.cli import default_inventory
+    from testbed.paths import default_inventory
     from testbed.pytest_plugin import new_run_id
 
     run_id = a.run_id or new_run_id()

@@ -18,17 +18,7 @@ from typing import Any
 
 from drivers.errors import DriverError
 from emulator.line import roce
-from testbed.faults import (
-    BandwidthDrop,
-    BitErrors,
-    ConvergenceRatio,
-    Fault,
-    FiberCut,
-    ProtectionSwitch,
-    Testbed,
-    check_baseline,
-    restore,
-)
+from testbed.faults import Fault, Testbed, check_baseline, registry, restore
 from testbed.inventory import DeviceKind, Inventory
 
 from . import analysis
@@ -105,32 +95,31 @@ class Baseline:
 
 
 class Faults:
-    """The fault catalogue bound to the inventory's DCI service (the ``faults`` fixture)."""
+    """The fault catalogue bound to the inventory's DCI service (the ``faults`` fixture):
+    ``faults.bandwidth_drop(400)``, ``faults.convergence(8)``, ... one name per factory a
+    registered fault kind offers (its ``TRIAL``)."""
 
     def __init__(self, inv: Inventory) -> None:
         self.inv = inv
         s = service(inv)
         self.service = s.name if s else None
 
-    def _svc(self) -> str:
-        if self.service is None:
-            raise TestbedNotReady(f"inventory {self.inv.name!r} has no service to act on")
-        return self.service
+    def __getattr__(self, name: str) -> Callable[..., Fault]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        factories = registry.trial_factories()
+        make = factories.get(name)
+        if make is None:
+            raise AttributeError(f"no fault {name!r} in the catalogue (the faults fixture offers: "
+                                 f"{', '.join(factories)}; a kind of your own is one module, see README 'Extending dcilab')")
 
-    def convergence(self, ratio: float) -> ConvergenceRatio:
-        return ConvergenceRatio(self._svc(), float(ratio))
-
-    def bandwidth_drop(self, to_gbps: int) -> BandwidthDrop:
-        return BandwidthDrop(self._svc(), int(to_gbps))
-
-    def bit_errors(self, ber: float, path: str | None = None) -> BitErrors:
-        return BitErrors(path or self.inv.services[0].working_path, float(ber))
-
-    def fiber_cut(self, path: str | None = None) -> FiberCut:
-        return FiberCut(path or self.inv.services[0].working_path)
-
-    def protection_lockout(self) -> ProtectionSwitch:
-        return ProtectionSwitch(self._svc(), "lockout")
+        def build(*args: Any, **kwargs: Any) -> Fault:
+            s = service(self.inv)
+            if s is None:
+                raise TestbedNotReady(f"inventory {self.inv.name!r} has no service to act on")
+            return make(s, self.inv, *args, **kwargs)
+        build.__name__ = name
+        return build
 
 
 class TrialSession:

@@ -267,7 +267,7 @@ def _run_children(a: argparse.Namespace, invs: list[tuple[Path, Inventory]], run
 
 def run_testbeds(a: argparse.Namespace, paths: list[Path]) -> int:
     """``dcilab trial`` with two or more inventories (see the module's docstring)."""
-    from testbed.cli import REPO_ROOT
+    from testbed.paths import REPO_ROOT
     from testbed.pytest_plugin import new_run_id
     from testbed.report.history import GROUP, reports_root, write_index
     from testbed.report.summary import ReportError

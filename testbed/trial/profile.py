@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from testbed.inventory.load import Problem, format_loc
 from testbed.yamlsource import YamlSource, YamlSourceError, load_yaml
 
+from .scenarios import known_scenarios
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FILE = ROOT / "cases" / "profiles.yaml"
-SCENARIOS = ("convergence", "bandwidth_drop", "bit_errors", "switchover", "reroute")
 OPS = (">=", "<=", "==", "in", "observe")
 
 
@@ -81,7 +82,7 @@ class Reference(Strict):
 
 class Criterion(Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    scenario: Literal[SCENARIOS]  # type: ignore[valid-type]
+    scenario: str = Field(description="a scenario of the case modules (their @pytest.mark.scenario)")
     metric: str = Field(min_length=1)
     when: dict[str, Any] = Field(default_factory=dict, description="applies to cases with these parameters")
     op: Literal[OPS]  # type: ignore[valid-type]
@@ -144,11 +145,11 @@ class Profile(Strict):
     workload_args: list[str] = Field(default_factory=list, description="more workload.train arguments")
     noise: Noise = Noise()
     probe: ProbeSettings = ProbeSettings()
-    scenarios: dict[Literal[SCENARIOS], dict[str, list[Any]]]  # type: ignore[valid-type]
+    scenarios: dict[str, dict[str, list[Any]]]
     criteria: list[CriterionOverride] = Field(default_factory=list)
     compare_with: str | None = Field(None, description="the profile whose runs this one is compared with "
                                                        "(default: its own)")
-    degrade: dict[Literal[SCENARIOS], dict[str, Any]] = Field(  # type: ignore[valid-type]
+    degrade: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="a canary: inject these fault parameters instead of the planned ones, "
                                           "under the planned case names, so the comparison must flag it")
     regression: Regression = Regression()
@@ -174,11 +175,11 @@ class Profile(Strict):
 
     def injected(self, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters a case really injects: the planned ones with the profile's ``degrade``."""
-        return {**params, **self.degrade.get(scenario, {})}  # type: ignore[call-overload]
+        return {**params, **self.degrade.get(scenario, {})}
 
     def params(self, scenario: str) -> list[dict[str, Any]]:
         """Every combination of the scenario's parameter values, in file order."""
-        axes = self.scenarios.get(scenario)  # type: ignore[call-overload]
+        axes = self.scenarios.get(scenario)
         if not axes:
             return []
         out: list[dict[str, Any]] = [{}]
@@ -270,6 +271,15 @@ def load_trial(path: str | Path | None = None) -> Trial:
     except ValidationError as exc:
         raise ProfileError(_problems(exc, src, ())) from None
     problems: list[Problem] = []
+    known = known_scenarios(path)
+
+    def unknown_scenario(name: str, loc: tuple[str | int, ...]) -> None:
+        if name not in known:
+            problems.append(Problem(path, src.line_of(loc), format_loc(loc), f"no scenario {name!r}",
+                                    f"use one of: {', '.join(known)} (a scenario is a case module with "
+                                    f"@pytest.mark.scenario({name!r}) beside this file or in cases/)"))
+    for i, c in enumerate(spec.criteria):
+        unknown_scenario(c.scenario, ("criteria", i, "scenario"))
     ids = [c.id for c in spec.criteria]
     for i, c in enumerate(spec.criteria):
         if ids.index(c.id) != i:
@@ -298,6 +308,10 @@ def load_trial(path: str | Path | None = None) -> Trial:
         base = resolve(parent, seen + (name,))
         return None if base is None else _merge(base, own)
 
+    def own_keys(name: str, field: str) -> list[str]:
+        raw = spec.profiles[name].get(field)
+        return [k for k in raw if isinstance(k, str)] if isinstance(raw, dict) else []
+
     for name in spec.profiles:
         data = resolve(name, ())
         if data is None:
@@ -312,12 +326,15 @@ def load_trial(path: str | Path | None = None) -> Trial:
                 problems.append(Problem(path, src.line_of(("profiles", name, "criteria", j, "id")),
                                         f"profiles.{name}.criteria[{j}].id", f"no criterion {o.id!r}",
                                         f"use one of the criteria ids: {', '.join(ids)}"))
+        for field in ("scenarios", "degrade"):        # as written here: inherited ones at their profile
+            for scen in own_keys(name, field):
+                unknown_scenario(scen, ("profiles", name, field, scen))
         if p.compare_with is not None and p.compare_with not in spec.profiles:
             problems.append(Problem(path, src.line_of(("profiles", name, "compare_with")),
                                     f"profiles.{name}.compare_with", f"no profile {p.compare_with!r}",
                                     f"name one of: {', '.join(spec.profiles)}"))
         for scen, over in p.degrade.items():
-            axes = p.scenarios.get(scen) or {}  # type: ignore[call-overload]
+            axes = p.scenarios.get(scen) or {}
             for k in over:
                 if k not in axes or k in ("placement", "repeat"):
                     usable = ", ".join(a for a in axes if a != "placement") or f"(the profile runs no {scen} case)"

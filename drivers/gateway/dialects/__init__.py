@@ -1,5 +1,7 @@
-"""Command dialects of gateways, as data.  A new vendor is a new module here defining a
-:class:`drivers.gateway.base.Dialect` and an entry in DIALECTS; the framework does not change."""
+"""Command dialects of gateways, as data.  A new vendor is one module defining a
+:class:`drivers.gateway.base.Dialect` and registering it (``drivers.registry.register("gateway",
+NAME, "module:DIALECT", ...)``), here or in a lab's own module named in DCILAB_PLUGINS; the
+framework does not change.  DIALECTS lists the built-in ones."""
 
 from __future__ import annotations
 

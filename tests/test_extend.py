@@ -274,3 +274,33 @@ def test_a_vendor_driver_is_one_module_named_by_the_inventory(tmp_path: Path) ->
     assert r.returncode == 0, r.stdout + r.stderr
     r = dcilab("inventory", "check", str(inv), env=_env())
     assert r.returncode == 1 and "acme" in r.stderr and "openconfig" in r.stderr
+
+
+def test_the_readme_examples_import_and_register(tmp_path: Path) -> None:
+    """README's "Extending dcilab" modules, as printed there, load through DCILAB_PLUGINS and
+    register what they say (the tests above exercise the same kinds of module in depth)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Extending dcilab"):text.index("## Tests and benchmarks")]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    modules = [b for b in blocks if "register" in b]
+    assert len(modules) == 3, "the vendor, dialect and fault kind examples"
+    paths = []
+    for i, code in enumerate(modules):
+        paths.append(_write(tmp_path / "readme_ext", f"example_{i}.py", code))
+    script = textwrap.dedent(f"""
+        from drivers import registry
+        from emulator.gateway import dialects
+        from emulator.plugins import load_plugins
+        from testbed.faults import fault_from_args
+        from testbed.inventory import load_inventory
+        load_plugins()
+        assert "acme" in registry.names("otn_terminal") and "acme" in registry.names("gateway")
+        assert registry.load("gateway", "acme").name == "acme"
+        assert dialects.get("acme").session.commands
+        apply, undo = fault_from_args("gateway-cap", ["dc-a-gw", "5000"]).plan(load_inventory({str(EMULATED)!r}))
+        print([s.op for s in apply + undo])
+    """)
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=_env(DCILAB_PLUGINS=os.pathsep.join(map(str, paths))))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['cap_wan', 'uncap_wan']"

@@ -121,7 +121,8 @@ class ToySession(Session):
 dialects.register("toy", dialects.Dialect(
     name="toy", session=ToySession, render_config=render_config,
     replay=lambda gw, text: replay_indented(gw, text, top_view="config", comments=("!",), ends=("end",)),
-    port_hint="an interface name like HundredGigE1/0/1"))
+    port_hint="an interface name like HundredGigE1/0/1",
+    lab_ports=("HundredGigE1/0/1", "HundredGigE1/0/2", "Mgmt0/0/0")))   # WAN, fabric, management in a lab
 
 # ---- the framework's driver: what to send, which prompts to wait for, how to read the replies
 DIALECT = DriverDialect(

@@ -77,7 +77,7 @@ def up(plan: LabPlan, log=print) -> str:  # type: ignore[no-untyped-def]
             f"{plan.line.rate_bps / 1e9:g} Gbit/s ({time.monotonic() - t0:.1f} s)")
         started = []
         for node in plan.nodes:   # after the line: a gateway's saved shaping applies to wan0
-            if node.personality in devices.SERVERS:
+            if devices.serves(node):
                 pids[f"device:{node.name}"] = devices.start(plan, node)
                 started.append(f"{node.name} ({node.personality})")
         if started:

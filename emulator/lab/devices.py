@@ -15,23 +15,34 @@ from pathlib import Path
 from emulator.lab.plan import LabPlan, NodePlan
 from emulator.lab.sys import LabError, read_banner, run, wait_for
 
-# personality -> the module run as `python -m MODULE --config FILE` in the device's namespace
+# personality -> the module run as `python -m MODULE --config FILE` in the device's namespace;
+# every gateway runs emulator.gateway in the dialect its driver names (server_module)
 SERVERS = {
     "vrp": "emulator.gateway",
     "openconfig": "emulator.optical",
     "openroadm": "emulator.optical",
 }
-# The lab wires the gateway's VRP port names to its namespace's links: 400GE toward the OTN
-# terminal's 400G client ports, as in the trial.
-GATEWAY_PORTS = {"400GE1/0/1": "wan0", "400GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
+LINKS = ("wan0", "fab0", "mgmt0")
+"""A gateway namespace's links: toward the OTN terminal, the site fabric, the management network."""
+
+
+def serves(node: NodePlan) -> bool:
+    """Whether the lab runs a device server for ``node`` (gateways in any registered dialect)."""
+    return node.kind == "gateway" or node.personality in SERVERS
+
+
+def server_module(node: NodePlan) -> str:
+    return "emulator.gateway" if node.kind == "gateway" else SERVERS[node.personality]
 
 
 def gateway_ports(node: NodePlan) -> dict[str, str]:
-    """GATEWAY_PORTS, with the WAN port under the name the inventory gives it (if any)."""
-    if not node.wan_port or node.wan_port == "400GE1/0/1":
-        return dict(GATEWAY_PORTS)
-    fabric = "400GE1/0/1" if node.wan_port == "400GE1/0/2" else "400GE1/0/2"
-    return {node.wan_port: "wan0", fabric: "fab0", "MEth0/0/0": "mgmt0"}
+    """The gateway's port names (its dialect's ``lab_ports``; the WAN port under the name the
+    inventory gives it, if any) -> the namespace's links."""
+    from emulator.gateway import dialects
+    wan, fabric, mgmt = dialects.get(node.personality).lab_ports
+    if node.wan_port and node.wan_port != wan:
+        wan, fabric = node.wan_port, (wan if node.wan_port == fabric else fabric)
+    return dict(zip((wan, fabric, mgmt), LINKS, strict=True))
 
 
 def device_dir(plan: LabPlan, node: NodePlan) -> Path:
@@ -103,12 +114,12 @@ def optical_config(plan: LabPlan, node: NodePlan) -> dict:  # type: ignore[type-
     return cfg
 
 
-CONFIGS = {"vrp": gateway_config, "openconfig": optical_config, "openroadm": optical_config}
+CONFIGS = {"openconfig": optical_config, "openroadm": optical_config}
 
 
 def start(plan: LabPlan, node: NodePlan) -> int:
     """Start the device's server in its namespace; returns its pid once it answers on SSH."""
-    cfg = CONFIGS[node.personality](plan, node)
+    cfg = gateway_config(plan, node) if node.kind == "gateway" else CONFIGS[node.personality](plan, node)
     ddir = device_dir(plan, node)
     cfg_path = ddir / "config.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))
@@ -117,7 +128,7 @@ def start(plan: LabPlan, node: NodePlan) -> int:
     # a gateway speaks the CLI dialect its driver names (DCILAB_PLUGINS, in env, may add dialects)
     dialect = ["--dialect", node.personality] if node.kind == "gateway" else []
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(["ip", "netns", "exec", node.netns, plan.python, "-m", SERVERS[node.personality],
+        proc = subprocess.Popen(["ip", "netns", "exec", node.netns, plan.python, "-m", server_module(node),
                                  "--config", str(cfg_path), *dialect],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 close_fds=True, env=env)

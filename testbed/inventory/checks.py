@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 
 from testbed.inventory.model import (
     BENCHMARK_NET,
-    EMULATED_DRIVERS,
     PROTOCOL_OF_KIND,
     Device,
     DeviceKind,
@@ -26,6 +25,7 @@ from testbed.inventory.model import (
     Scheduler,
     Service,
     Site,
+    emulated_drivers,
 )
 from testbed.yamlsource import FieldPath
 
@@ -238,7 +238,7 @@ def _emulation(parts: Parts, emu: Emulation, raw: dict[str, set[str]]) -> Iterat
             elif d.data_address not in fabric:
                 yield (("devices", i, "data_address"), f"{d.data_address} is outside site {d.site!r}'s fabric {fabric}",
                        f"pick an address in {fabric}")
-        emulated = EMULATED_DRIVERS[d.kind]
+        emulated = emulated_drivers(d.kind)
         if d.driver in registry.names(d.kind.value) and d.driver not in emulated:  # else reported above
             yield (("devices", i, "driver"), f"the emulated lab has no {d.driver} {d.kind.value}",
                    f"use one of: {', '.join(emulated)} (or run this inventory against real gear)")

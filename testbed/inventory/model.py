@@ -272,13 +272,23 @@ class Metrics(Strict):
         return url
 
 
-# the drivers whose gear the emulated lab can run (emulator/lab/devices.py), per kind
+# the drivers whose gear the emulated lab can run (emulator/lab/devices.py), per kind; a gateway
+# runs in every dialect the emulator knows (emulated_drivers)
 EMULATED_DRIVERS: dict[DeviceKind, tuple[str, ...]] = {
     DeviceKind.OTN_TERMINAL: ("openconfig", "openroadm"),
     DeviceKind.ROADM: ("openroadm",),
     DeviceKind.GATEWAY: ("vrp",),
     DeviceKind.GPU_NODE: ("openssh",),
 }
+
+
+def emulated_drivers(kind: DeviceKind) -> tuple[str, ...]:
+    """The drivers of ``kind`` the emulated lab can run: the built-in ones, and for gateways every
+    CLI dialect registered with the emulator (a DCILAB_PLUGINS module may add one)."""
+    if kind == DeviceKind.GATEWAY:
+        from emulator.gateway import dialects
+        return tuple(dict.fromkeys([*EMULATED_DRIVERS[kind], *dialects.names()]))
+    return EMULATED_DRIVERS[kind]
 # a kind with one obvious driver may leave driver: out
 DEFAULT_DRIVER: dict[DeviceKind, str] = {DeviceKind.GPU_NODE: "openssh"}
 

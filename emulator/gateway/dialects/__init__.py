@@ -32,6 +32,9 @@ class Dialect:
     render_config: Callable[[DeviceConfig, float | None], str]   # the configuration as text (shown, saved)
     replay: Callable[[Gateway, str], list[str]]            # run a saved text; the refused lines, with why
     port_hint: str = "an interface name like 100GE1/0/1"   # ends "port name 'x' is not ..."
+    lab_ports: tuple[str, str, str] = ("400GE1/0/1", "400GE1/0/2", "MEth0/0/0")
+    """The names the emulated lab gives its WAN, fabric and management ports, in this dialect's
+    words (the WAN port faces the OTN terminal's 400G client ports, as in the trial)."""
 
 
 class UnknownDialect(ValueError):

@@ -200,3 +200,38 @@ def test_a_trial_case_through_slurm_is_judged_like_one_over_ssh(slurm_inv, tmp_p
     assert (rep / "cases" / case["job_id"] / "srun.log").exists()
     assert case["verdict"] in ("pass", "fail") or any("too noisy" in p for p in case["problems"]), case
     assert slurm(slurm_inv, "squeue", "-h").strip() == ""
+
+
+def test_the_probe_beside_a_slurm_job_runs_as_steps_of_that_job_not_over_ssh(slurm_inv, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """Through Slurm nobody logs in to the nodes: the trial's probe runs as steps of the training
+    job's own allocation (srun --jobid --overlap, no GPUs) and its frames cross the line."""
+    import testbed.connect
+    from testbed.trial.runner import CaseRunner, ProbePlan
+
+    def no_ssh(inv, name):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"logged in to {name} over SSH")
+    monkeypatch.setattr(testbed.connect, "connect_gpu_node", no_ssh)
+    run_id = rid("probe")
+    said: list[str] = []
+    runner = type("R", (), {"inv": slurm_inv, "progress": staticmethod(said.append)})()
+    with SlurmTrainingJob(slurm_inv, NODES, BASE + ["--steps", "100000"], run_id, report_dir=tmp_path,
+                          metrics=None, pg_timeout_s=30) as job:
+        job.wait_for_iteration(1, 240)
+        probe = CaseRunner._start_probe(runner, ProbePlan("dc-a-gpu1", "dc-b-gpu1", rate_pps=200, max_s=60),  # type: ignore[arg-type]
+                                        tmp_path / "probe", job)
+        assert not isinstance(probe, str), probe
+        try:
+            steps = slurm(slurm_inv, "squeue", "-h", "-s", "-j", str(job.slurm_job_id), "-o", "%i %N")
+            probe_steps = [s for s in steps.splitlines() if not s.split()[0].endswith((".0", ".extern", ".batch"))
+                           and "." in s.split()[0]]
+            assert {s.split()[1] for s in probe_steps} >= {"dc-a-gpu1", "dc-b-gpu1"}, steps
+            time.sleep(2)
+            report = probe.finish(early=True)
+        finally:
+            probe.close()
+        assert report["unique"] > 100 and report["lost"] == 0, report
+        out = job.end("test")
+    assert out.status == COMPLETED
+    assert (tmp_path / "probe" / "probe-recv-dc-b-gpu1.log").exists()
+    assert not list(Path("/tmp").glob(f"dcilab-probe-{probe.tag}.*"))       # its folders are gone
+    assert slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id)).strip() == ""

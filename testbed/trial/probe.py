@@ -1,7 +1,8 @@
 """Service-disruption probe between two GPU nodes of different sites, run on the nodes themselves.
 
 The receiver and the sender of :mod:`drivers.probe` run on the nodes through the GPU node driver
-(SSH), on each node's data interface, so the probe crosses the same gateways, OTN and fibers as
+(SSH), or through Slurm as steps of the training job (:mod:`testbed.jobs.slurm_step`) where the
+nodes are the scheduler's, on each node's data interface, so the probe crosses the same gateways, OTN and fibers as
 the training traffic, like a transport test set plugged into the sites.  Real nodes get the
 probe shipped into a scratch folder (their Python needs scapy); emulated nodes run this checkout.
 

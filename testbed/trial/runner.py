@@ -34,7 +34,7 @@ from testbed.faults import Fault, FaultError, FaultRecord, Testbed
 from testbed.inventory import DeviceKind, Inventory
 from testbed.jobs import JobEnded, JobError, TrainingJob
 from testbed.jobs.events import IterationEvent
-from testbed.jobs.slurm import job_class
+from testbed.jobs.slurm import SlurmTrainingJob, job_class
 
 from .analysis import Point
 from .probe import ProbeFailed, ServiceProbe
@@ -315,7 +315,7 @@ class CaseRunner:
                     pr = None
                     if probe is not None:
                         job.wait_for_iteration_start(0, left())     # its start-up cost lands in warm-up
-                        pr = self._start_probe(probe, case_dir)
+                        pr = self._start_probe(probe, case_dir, job)
                         if isinstance(pr, str):
                             probe_err, pr = pr, None
                         else:
@@ -386,10 +386,21 @@ class CaseRunner:
                 w.update(rec)
             self._write_fault(case, scenario, w)
 
-    def _start_probe(self, p: ProbePlan, case_dir: Path) -> ServiceProbe | str:
+    def _start_probe(self, p: ProbePlan, case_dir: Path, job: TrainingJob | None = None) -> ServiceProbe | str:
+        """The probe beside ``job``: over SSH, or through Slurm as steps of the job's own allocation
+        when the job runs there (the nodes are the scheduler's)."""
         try:
+            connect, ship = None, None
+            if isinstance(job, SlurmTrainingJob):
+                from testbed.jobs.slurm_step import StepNode
+                client, slurm_id = job.client, job.slurm_job_id
+                if slurm_id is None:
+                    raise ProbeFailed(f"the probe runs as a step of Slurm job {job.job_name}, whose id Slurm has "
+                                      "not given yet")
+                connect, ship = (lambda inv, n: StepNode(client, slurm_id, n)), False
             return ServiceProbe(self.inv, p.src, p.dst, duration_s=p.max_s, rate_pps=p.rate_pps,
-                                size=p.size, log_dir=case_dir, log=self.progress).start()
+                                size=p.size, log_dir=case_dir, log=self.progress, connect=connect,  # type: ignore[arg-type]
+                                ship=ship).start()
         except ProbeFailed as exc:
             logger.warning("%s", exc)
             return str(exc)

@@ -306,7 +306,7 @@ class JobPool:
                     sj.changed()
                 pr = None
                 if plan.probe is not None and plan.fault is not None:
-                    pr = r._start_probe(plan.probe, sj.dir)
+                    pr = r._start_probe(plan.probe, sj.dir, sj.job)
                     if isinstance(pr, str):
                         probe_err, pr = pr, None
                     else:
@@ -345,7 +345,7 @@ class JobPool:
                     sj.changed()
                     sj.current_phase = "settling"
                     if pr is not None:     # the after window carries the probe's load like the others
-                        pr2 = r._start_probe(plan.probe, sj.dir / f"{_slug(plan.case)}-after") \
+                        pr2 = r._start_probe(plan.probe, sj.dir / f"{_slug(plan.case)}-after", sj.job) \
                             if plan.probe is not None else None
                         if pr2 is not None and not isinstance(pr2, str):
                             stack.callback(pr2.close)

@@ -100,7 +100,13 @@ def connect_gateway(inv: Inventory, name: str, wan_port: str | None = None, time
 
 
 def connect_gpu_node(inv: Inventory, name: str, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
+    """Over its driver (OpenSSH), or, where a Slurm scheduler owns the nodes, through Slurm
+    (srun: nobody logs in to a node the scheduler owns)."""
     dev = _device(inv, name, DeviceKind.GPU_NODE)
+    if inv.scheduler is not None and inv.scheduler.kind == "slurm":
+        from testbed.jobs.slurm import client_for
+        from testbed.jobs.slurm_step import StepNode
+        return StepNode(client_for(inv), None, name)
     return _driver(dev)(target_for(inv, dev, timeout_s))
 
 

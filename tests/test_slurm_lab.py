@@ -235,3 +235,32 @@ def test_the_probe_beside_a_slurm_job_runs_as_steps_of_that_job_not_over_ssh(slu
     assert (tmp_path / "probe" / "probe-recv-dc-b-gpu1.log").exists()
     assert not list(Path("/tmp").glob(f"dcilab-probe-{probe.tag}.*"))       # its folders are gone
     assert slurm(slurm_inv, "squeue", "-h", "-n", job_name(run_id)).strip() == ""
+
+
+def test_where_slurm_owns_the_nodes_the_trial_reaches_them_through_slurm_not_ssh(slurm_inv, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The trial's reads of the GPU nodes before its jobs (do they answer, their software for the
+    testbed snapshot) go through srun; while a job holds a node whole, a command for it is refused
+    at once with Slurm's words rather than waiting."""
+    import drivers.gpu_node
+    from testbed.connect import connect
+    from testbed.jobs.slurm_step import StepNode
+    from testbed.snapshot import snapshot
+
+    def no_ssh(self, *a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("logged in to a GPU node over SSH")
+    monkeypatch.setattr(drivers.gpu_node.GpuNode, "__init__", no_ssh)
+    node = connect(slurm_inv, "dc-b-gpu2")
+    assert isinstance(node, StepNode)
+    assert node.check("hostname").stdout.strip() == "dc-b-gpu2"      # the node's own namespace, as Slurm knows it
+    snap = snapshot(slurm_inv, timeout_s=120)
+    for n in NODES:
+        assert "error" not in snap["devices"][n] and snap["devices"][n]["python"], snap["devices"][n]
+    run_id = rid("busy")
+    with SlurmTrainingJob(slurm_inv, NODES, BASE + ["--steps", "100000"], run_id, report_dir=tmp_path,
+                          metrics=None, pg_timeout_s=30) as job:
+        job.wait_for_iteration(1, 240)
+        t0 = time.monotonic()
+        with pytest.raises(Exception, match="slurm: srun on dc-a-gpu1"):
+            StepNode(client_for(slurm_inv), None, "dc-a-gpu1", immediate_s=3).check("true")
+        assert time.monotonic() - t0 < 60
+        job.end("test")

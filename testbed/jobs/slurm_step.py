@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from drivers.errors import DriverError, EditRejected, Timeout
+from drivers.facts import NODE_FACTS_SCRIPT, NodeFacts, parse_node_facts
 from drivers.gpu_node import RunResult
 
 from .slurm import SlurmClient, hint
@@ -89,15 +90,34 @@ class StepProcess:
 
 
 class StepNode:
-    """A GPU node reached through Slurm steps in the running job ``job_id``'s allocation."""
+    """A GPU node reached through Slurm: steps in the running job ``job_id``'s allocation, or, with
+    ``job_id`` None, one small job per command (one task, no GPUs, refused at once if the node is
+    busy: ``--immediate``) for what the trial reads before its jobs (is the node there, its
+    software versions).  ``testbed.connect`` gives this driver for every GPU node of an inventory
+    with a Slurm scheduler."""
 
-    def __init__(self, client: SlurmClient, job_id: str, node: str) -> None:
+    def __init__(self, client: SlurmClient, job_id: str | None, node: str, immediate_s: int = 30) -> None:
         self.client, self.job_id, self.name = client, job_id, node
+        self.immediate_s = immediate_s
 
     def argv(self, cmd: str) -> list[str]:
-        return ["srun", f"--jobid={self.job_id}", "--overlap", f"--nodelist={self.name}", "--nodes=1", "--ntasks=1",
-                *(["--gres=none"] if self.client.gpu_gres else []), "--quiet", "--unbuffered",
-                "bash", "-c", cmd]
+        c = self.client
+        where = ([f"--jobid={self.job_id}", "--overlap"] if self.job_id is not None else
+                 ["--job-name=dcilab-node", f"--partition={c.partition}", *([f"--account={c.account}"] if c.account else []),
+                  f"--immediate={self.immediate_s}"])
+        return ["srun", *where, f"--nodelist={self.name}", "--nodes=1", "--ntasks=1",
+                *(["--gres=none"] if c.gpu_gres else []), "--quiet", "--unbuffered", "bash", "-c", cmd]
+
+    def facts(self, python: str = "python3", timeout: float = 120.0) -> NodeFacts:
+        """As :meth:`GpuNode.facts`: what ``python`` on the node reports (torch, NCCL/gloo, ...)."""
+        r = self.run(f"{shlex.quote(python)} -c {shlex.quote(NODE_FACTS_SCRIPT)}", timeout)
+        if r.rc != 0:
+            raise DriverError(f"{python} could not report its facts (exit {r.rc}): "
+                              f"{(r.stderr or r.stdout).strip()[-300:]}", self.name)
+        try:
+            return parse_node_facts(r.stdout)
+        except ValueError as exc:
+            raise DriverError(f"{python}: {exc}", self.name) from None
 
     def run(self, cmd: str, timeout: float = 60.0) -> RunResult:
         t0 = time.monotonic()
@@ -106,11 +126,11 @@ class StepNode:
         except FileNotFoundError:
             raise DriverError("srun is not installed on the controller (Debian: slurm-client)", self.name) from None
         except subprocess.TimeoutExpired:
-            raise Timeout(f"{cmd!r} did not finish within {timeout:g} s as a step of Slurm job {self.job_id}",
-                          self.name) from None
+            raise Timeout(f"{cmd!r} did not finish within {timeout:g} s through Slurm", self.name) from None
         said = [ln for ln in r.stderr.splitlines() if ln.startswith("srun: error")]
-        if said:           # Slurm refused the step itself (the job ended, the node is not the job's, ...)
-            raise DriverError(f"slurm: step of job {self.job_id} on {self.name}: {said[-1]}"
+        if said:           # Slurm refused the step itself (the job ended, the node is busy or down, ...)
+            raise DriverError(f"slurm: {'step of job ' + self.job_id if self.job_id else 'srun'} on {self.name}: "
+                              f"{said[-1]}"
                               f"{hint(said[-1], self.client.conf)}", self.name)
         return RunResult(r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
 
@@ -141,4 +161,10 @@ class StepNode:
         return StepProcess(self.argv(f"export PYTHONUNBUFFERED=1; {cmd}"), self.client.env(), log_path, self.name, on_line)
 
     def close(self) -> None:
-        """Nothing held: every step is its own srun."""
+        """Nothing held: every command is its own srun."""
+
+    def __enter__(self) -> StepNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

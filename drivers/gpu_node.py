@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import paramiko
 
@@ -34,6 +35,29 @@ class StopResult:
     pgid: int
     signal: str          # 'none' (already gone), 'TERM' or 'KILL': what ended the group
     elapsed_s: float
+
+
+def node_facts(node: Any, python: str, timeout: float) -> NodeFacts:
+    """``node.run`` the facts script with ``python`` and parse it (any node driver with ``run``:
+    over SSH here, through Slurm in testbed/jobs/slurm_step.py)."""
+    r = node.run(f"{shlex.quote(python)} -c {shlex.quote(NODE_FACTS_SCRIPT)}", timeout)
+    if r.rc != 0:
+        raise DriverError(f"{python} could not report its facts (exit {r.rc}): "
+                          f"{(r.stderr or r.stdout).strip()[-300:]}", node.name)
+    try:
+        return parse_node_facts(r.stdout)
+    except ValueError as exc:
+        raise DriverError(f"{python}: {exc}", node.name) from None
+
+
+def private_dir(node: Any, prefix: str, parent: str = "/tmp", timeout: float = 30.0) -> str:
+    """``mktemp -d PARENT/PREFIX.XXXXXXXXXX`` through ``node.check`` (any node driver), checked."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
+        raise ValueError(f"private_dir prefix {prefix!r}: letters, digits, '_', '.', '-' only")
+    path = node.check(f"mktemp -d {shlex.quote(parent)}/{prefix}.XXXXXXXXXX", timeout=timeout).stdout.strip()
+    if not path.startswith(parent.rstrip("/") + "/" + prefix + ".") or "\n" in path:
+        raise EditRejected(f"mktemp -d returned {path!r}", node.name)
+    return path
 
 
 class GpuNode:
@@ -108,14 +132,7 @@ class GpuNode:
     def facts(self, python: str = "python3", timeout: float = 120.0) -> NodeFacts:
         """Python, torch, CUDA/NCCL or gloo, kernel and hostname as ``python`` (the interpreter
         jobs run with: what matters is what training will import) reports them, in one command."""
-        r = self.run(f"{shlex.quote(python)} -c {shlex.quote(NODE_FACTS_SCRIPT)}", timeout)
-        if r.rc != 0:
-            raise DriverError(f"{python} could not report its facts (exit {r.rc}): "
-                              f"{(r.stderr or r.stdout).strip()[-300:]}", self.name)
-        try:
-            return parse_node_facts(r.stdout)
-        except ValueError as exc:
-            raise DriverError(f"{python}: {exc}", self.name) from None
+        return node_facts(self, python, timeout)
 
     def _sftp(self) -> paramiko.SFTPClient:
         try:
@@ -144,12 +161,7 @@ class GpuNode:
         guess, created atomically), for code and logs a job unpacks on the node: a fixed
         ``/tmp/<name>`` could be created first by another user of the node, whose code would then
         run as this login."""
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
-            raise ValueError(f"private_dir prefix {prefix!r}: letters, digits, '_', '.', '-' only")
-        path = self.check(f"mktemp -d {shlex.quote(parent)}/{prefix}.XXXXXXXXXX", timeout=15).stdout.strip()
-        if not path.startswith(parent.rstrip("/") + "/" + prefix + ".") or "\n" in path:
-            raise EditRejected(f"mktemp -d returned {path!r}", self.name)
-        return path
+        return private_dir(self, prefix, parent, timeout=15)
 
     def start(self, cmd: str, log_path: str, on_line: Callable[[str], None] | None = None,
               env: dict[str, str] | None = None) -> RemoteJob:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -25,8 +24,8 @@ import time
 from collections.abc import Callable
 
 from drivers.errors import DriverError, EditRejected, Timeout
-from drivers.facts import NODE_FACTS_SCRIPT, NodeFacts, parse_node_facts
-from drivers.gpu_node import RunResult
+from drivers.facts import NodeFacts
+from drivers.gpu_node import RunResult, node_facts, private_dir
 
 from .slurm import SlurmClient, hint
 
@@ -110,14 +109,7 @@ class StepNode:
 
     def facts(self, python: str = "python3", timeout: float = 120.0) -> NodeFacts:
         """As :meth:`GpuNode.facts`: what ``python`` on the node reports (torch, NCCL/gloo, ...)."""
-        r = self.run(f"{shlex.quote(python)} -c {shlex.quote(NODE_FACTS_SCRIPT)}", timeout)
-        if r.rc != 0:
-            raise DriverError(f"{python} could not report its facts (exit {r.rc}): "
-                              f"{(r.stderr or r.stdout).strip()[-300:]}", self.name)
-        try:
-            return parse_node_facts(r.stdout)
-        except ValueError as exc:
-            raise DriverError(f"{python}: {exc}", self.name) from None
+        return node_facts(self, python, timeout)
 
     def run(self, cmd: str, timeout: float = 60.0) -> RunResult:
         t0 = time.monotonic()
@@ -142,12 +134,7 @@ class StepNode:
 
     def private_dir(self, prefix: str, parent: str = "/tmp") -> str:
         """A new folder only this user can use (``mktemp -d``), as :meth:`GpuNode.private_dir`."""
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", prefix):
-            raise ValueError(f"private_dir prefix {prefix!r}: letters, digits, '_', '.', '-' only")
-        path = self.check(f"mktemp -d {shlex.quote(parent)}/{prefix}.XXXXXXXXXX", timeout=30).stdout.strip()
-        if not path.startswith(parent.rstrip("/") + "/" + prefix + ".") or "\n" in path:
-            raise EditRejected(f"mktemp -d returned {path!r}", self.name)
-        return path
+        return private_dir(self, prefix, parent)
 
     def put(self, local: str, remote: str) -> None:
         raise DriverError("through Slurm the nodes run the controller's checkout from the shared file system; "

@@ -114,6 +114,10 @@ def wait_until(check: Callable[[], str | None], timeout: float, interval: float 
         time.sleep(interval)
 
 
+NO_SERVICE = "no DCI service (services:) in this inventory"
+"""Why a capability is missing when the inventory has no service for the trial to act on."""
+
+
 def first_service(inv: Inventory) -> Service | None:
     """The DCI service the trial runs over (the inventory's first)."""
     return inv.services[0] if inv.services else None

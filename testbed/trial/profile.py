@@ -278,10 +278,9 @@ def load_trial(path: str | Path | None = None) -> Trial:
             problems.append(Problem(path, src.line_of(loc), format_loc(loc), f"no scenario {name!r}",
                                     f"use one of: {', '.join(known)} (a scenario is a case module with "
                                     f"@pytest.mark.scenario({name!r}) beside this file or in cases/)"))
-    for i, c in enumerate(spec.criteria):
-        unknown_scenario(c.scenario, ("criteria", i, "scenario"))
     ids = [c.id for c in spec.criteria]
     for i, c in enumerate(spec.criteria):
+        unknown_scenario(c.scenario, ("criteria", i, "scenario"))
         if ids.index(c.id) != i:
             problems.append(Problem(path, src.line_of(("criteria", i, "id")), f"criteria[{i}].id",
                                     f"criterion id {c.id!r} is used twice", "give each criterion its own id"))

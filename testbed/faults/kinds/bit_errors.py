@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from testbed.inventory import Inventory
 
-from ..catalogue import BaselineView, Fault, Testbed, first_service, not_allowed, path_named
+from ..catalogue import NO_SERVICE, BaselineView, Fault, Testbed, first_service, not_allowed, path_named
 from ..journal import Step
 from ..ops import FaultNotInEffect, FaultRefused, UndoFailed, roadm_paths
 from ..registry import register
@@ -17,7 +17,7 @@ from ..registry import register
 def _bit_errors(inv: Inventory) -> str | None:
     s = first_service(inv)
     if s is None:
-        return "no DCI service (services:) in this inventory"
+        return NO_SERVICE
     p = inv.fiber_path(s.working_path)
     if not p.fault_injection:
         return f"bit errors: fiber path {p.name} not allowed for fault injection in this inventory"

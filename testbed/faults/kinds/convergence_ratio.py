@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from testbed.inventory import Inventory
 
-from ..catalogue import BaselineView, Fault, Testbed, first_service, gateways, not_allowed, service_named
+from ..catalogue import NO_SERVICE, BaselineView, Fault, Testbed, first_service, gateways, not_allowed, service_named
 from ..journal import Step
 from ..ops import FaultNotInEffect, FaultRefused, UndoFailed
 from ..registry import register
@@ -17,7 +17,7 @@ from ..registry import register
 def _convergence_shaping(inv: Inventory) -> str | None:
     s = first_service(inv)
     if s is None:
-        return "no DCI service (services:) in this inventory"
+        return NO_SERVICE
     return not_allowed(inv, gateways(s), "gateway WAN shaping")
 
 

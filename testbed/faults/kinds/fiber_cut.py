@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from testbed.inventory import Inventory
 from testbed.inventory.model import Service
 
-from ..catalogue import BaselineView, Fault, Testbed, first_service, not_allowed, path_named, terminals, wait_until
+from ..catalogue import NO_SERVICE, BaselineView, Fault, Testbed, first_service, not_allowed, path_named, terminals, wait_until
 from ..journal import Step
 from ..ops import FaultNotInEffect, FaultRefused, UndoFailed, roadm_paths
 from ..registry import register
@@ -29,7 +29,7 @@ def _repair(d: Any, path: str) -> Any:
 def _protection_path(inv: Inventory) -> str | None:
     s = first_service(inv)
     if s is None:
-        return "no DCI service (services:) in this inventory"
+        return NO_SERVICE
     if not s.protection_path:
         return "no protection path in this inventory"
     p = inv.fiber_path(s.working_path)
@@ -41,7 +41,7 @@ def _protection_path(inv: Inventory) -> str | None:
 def _restoration_path(inv: Inventory) -> str | None:
     s = first_service(inv)
     if s is None:
-        return "no DCI service (services:) in this inventory"
+        return NO_SERVICE
     if not s.restoration_paths:
         return "no restoration path in this inventory"
     why = _protection_path(inv) if s.protection_path else None

@@ -531,6 +531,26 @@ def test_ssh_at_most_ten_vty_users_and_the_eleventh_is_told(ssh_server: GatewayS
     _wait_for(lambda: ssh_server.vty_users == 0)
 
 
+def test_the_gateway_driver_logs_out_when_it_closes(ssh_server: GatewayServer) -> None:
+    """The framework's driver closes without netmiko's graceful cleanup (a 2 s quiet-channel read
+    per session, paid between every two trial cases): what it must still do is end its VTY
+    session, so ten drivers opened and closed, twice over, never meet "All user interfaces are
+    used", and after each round no VTY is left in use."""
+    from drivers import SshTarget, sha256_fingerprint
+    from drivers.gateway.base import Gateway as GatewayDriver
+    from drivers.gateway.dialects.huawei_vrp import DIALECT
+
+    target = SshTarget("127.0.0.1", ssh_server.port, "admin", password="s3cret",
+                       fingerprint=sha256_fingerprint(ssh_server.host_key), name="GW-A")
+    for _round in range(2):
+        drvs = [GatewayDriver(target, DIALECT, wan_port="100GE1/0/1") for _ in range(10)]
+        assert ssh_server.vty_users == 10
+        assert all(d.counters().port == "100GE1/0/1" for d in drvs)
+        for d in drvs:
+            d.close()
+        _wait_for(lambda: ssh_server.vty_users == 0)
+
+
 def test_ssh_an_over_long_line_is_refused_and_the_session_goes_on(ssh_server: GatewayServer) -> None:
     cl = _client(ssh_server)
     try:

@@ -508,3 +508,54 @@ def test_sixteen_ranks_per_site_fill_whole_nodes_of_eight(tmp_path: Path) -> Non
         ("local", 8, 4), ("pp-remote", 8, 4), ("dp-remote", 8, 4)]
     assert "dc-a-gpu2, dc-b-gpu1, dc-b-gpu2, 8 ranks each" in r.stdout
     assert "4 deselected" in r.stdout        # the scenarios the profile does not run: not collected, not skipped
+
+
+def test_sessions_are_kept_between_cases_and_a_stale_one_is_replaced_before_a_device_counts_as_silent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """off_baseline runs after every case.  It keeps the devices' sessions open (closing and
+    reopening them cost seconds per case); a kept session that fails (the device timed it out,
+    or restarted) is replaced by a new one and read again before the device is called silent; a
+    device that fails on a new session too is silent, and the next check does not try it twice."""
+    from testbed.faults import Testbed
+    from testbed.inventory import load_inventory
+    from testbed.trial import session as sess
+
+    class Session:
+        def __init__(self, name: str) -> None:
+            self.name, self.stale, self.closed = name, False, False
+
+        def close(self) -> None:
+            self.closed = True
+
+    dead: set[str] = set()
+    opened: list[str] = []
+
+    def connect(_inv: Any, name: str) -> Session:
+        opened.append(name)
+        d = Session(name)
+        d.stale = name in dead
+        return d
+
+    def check_baseline(tb: Testbed) -> list[str]:
+        return [f"{n} shaping: cannot read: session gone" for n in ("dc-a-gw", "dc-b-gw")
+                if tb.driver(n).stale]
+
+    inv, t = load_inventory(EMULATED), load_trial()
+    s = sess.TrialSession(inv, t, t.profile("quick"), "r1", tmp_path, dry_run=True)
+    s.tb = Testbed(inv, connect=connect, journal=tmp_path / "journal")
+    monkeypatch.setattr(sess, "check_baseline", check_baseline)
+
+    assert s.off_baseline() == [] and s.unreachable == {} and opened == ["dc-a-gw", "dc-b-gw"]
+    assert s.off_baseline() == [] and opened == ["dc-a-gw", "dc-b-gw"]          # kept: nothing reopened
+    first = s.tb.driver("dc-a-gw")
+    first.stale = True                                         # the device timed the idle session out
+    assert s.off_baseline() == [] and s.unreachable == {}
+    assert first.closed and opened == ["dc-a-gw", "dc-b-gw", "dc-a-gw"]
+    dead.add("dc-b-gw")                                        # stops answering: its session fails, a new one too
+    s.tb.driver("dc-b-gw").stale = True
+    assert s.off_baseline() == [] and set(s.unreachable) == {"dc-b-gw"}
+    assert opened[3:] == ["dc-b-gw"] and "dc-b-gw" not in s.tb.connected()
+    s.off_baseline()                                           # silent, no session kept: tried once
+    assert opened[4:] == ["dc-b-gw"] and set(s.unreachable) == {"dc-b-gw"}
+    dead.clear()                                               # answers again: off the list
+    assert s.off_baseline() == [] and s.unreachable == {}

@@ -3,6 +3,7 @@ templates, regexes).  Nothing vendor-specific lives here."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import unicodedata
@@ -35,6 +36,9 @@ class Dialect:
     config: dict[str, list[str]]
     parsers: dict[str, dict[str, str]]
     paging_off: str | None = None
+    logout: str | None = None
+    """Sent, without waiting for an answer, when the driver closes (VRP: ``quit``); None closes the
+    SSH channel only."""
 
 
 @dataclass(frozen=True)
@@ -179,10 +183,24 @@ class Gateway:
             self._tmp_known_hosts = None
 
     def close(self) -> None:
+        """Log out and close the SSH session.  Not netmiko's ``disconnect``: its graceful cleanup
+        first asks whether the session is in config mode by reading the channel until it has been
+        quiet for 2 s (measured: 2.2 s per gateway, 4.4 s between every two trial cases); this
+        driver never leaves a session in config mode (``configure`` always leaves it), so it sends
+        the dialect's logout line and closes."""
+        conn = self.conn
         try:
-            self.conn.disconnect()
+            if self.dialect.logout:
+                conn.write_channel(self.dialect.logout + conn.RETURN)
+        except Exception:  # noqa: BLE001 - a session already gone: closing it is all that is left
+            pass
+        try:
+            conn.paramiko_cleanup()
         except Exception:  # noqa: BLE001
             pass
+        finally:
+            conn.remote_conn = conn.remote_conn_pre = None
+            logging.getLogger("netmiko").removeFilter(getattr(conn, "_secrets_filter", None))  # as disconnect does
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         return self

@@ -84,6 +84,10 @@ class Testbed:
             self._drivers[name] = self._connect(self.inv, name)
         return self._drivers[name]
 
+    def connected(self) -> set[str]:
+        """The devices with a cached driver (an open session)."""
+        return set(self._drivers)
+
     def forget(self, name: str) -> None:
         """Drop a device's cached driver (it stopped answering: the next use reconnects)."""
         d = self._drivers.pop(name, None)

@@ -230,17 +230,34 @@ class TrialSession:
         difference: it goes to ``unreachable`` (the cases that need it fail with that reason, the
         others run); one that answers again is taken off that list."""
         names = {d.name for d in self.inv.devices}
-        try:
-            diffs = check_baseline(self.tb)
-        finally:
-            self.tb.close()          # fresh connections per case: a device that came back is used again
-        out, silent = [], {}
-        for d in diffs:
-            dev = d.split(" ", 1)[0].rstrip(":")
-            if ": cannot read: " in d and dev in names:      # check_baseline's "<device> <what>: cannot read: ..."
-                silent.setdefault(dev, d)
-            else:
-                out.append(d)
+
+        def check() -> tuple[list[str], dict[str, str]]:
+            try:
+                diffs = check_baseline(self.tb)
+            except BaseException:
+                self.tb.close()
+                raise
+            out, silent = [], {}
+            for d in diffs:
+                dev = d.split(" ", 1)[0].rstrip(":")
+                if ": cannot read: " in d and dev in names:      # check_baseline's "<device> <what>: cannot read: ..."
+                    silent.setdefault(dev, d)
+                else:
+                    out.append(d)
+            return out, silent
+
+        # The sessions stay open from case to case (closing and opening them cost a second or
+        # more per case).  A device read through a session kept from before that fails is read
+        # again on a new session before it counts as not answering (the device may have timed
+        # the idle session out, or restarted); one that failed on a new session is not retried.
+        kept = self.tb.connected()
+        out, silent = check()
+        for dev in silent:
+            self.tb.forget(dev)
+        if set(silent) & kept:
+            out, silent = check()
+            for dev in silent:
+                self.tb.forget(dev)
         for dev in [n for n in self.unreachable if n not in silent and not self._gpu(n)]:
             del self.unreachable[dev]
         self.unreachable.update(silent)

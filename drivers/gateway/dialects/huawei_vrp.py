@@ -15,6 +15,7 @@ DIALECT = Dialect(
     exec_prompt=r">[^\S\n]*$",             # <GW-A>
     error_re=r"^\s*Error:.*$",
     paging_off="screen-length 0 temporary",
+    logout="quit",                         # in the user view: ends the session
     commands={
         "running_config": ["display current-configuration"],
         "counters": ["display interface {port}"],

@@ -34,6 +34,8 @@ def test_ber_1e8_is_a_qp_error_that_interrupts_and_the_next_case_runs(emulated_l
     assert fault["kind"] == "BitErrors" and fault["undone_ns"] > fault["applied_ns"]
     assert conv["status"] == "completed" and conv["outcome"]["status"] == "completed"   # the next case ran
     assert conv["job_id"] != ber["job_id"] and conv["metrics"]["equivalent_compute"] > 0   # on a job of its own
+    # the physical 4:1 changes nothing: none of its job's iterations is set aside as changed under it
+    assert not [ln for ln in r.stdout.splitlines() if "dp-remote-4to1]: iteration" in ln and "set aside" in ln]
     assert "a new job for dp-remote: it ended: interrupted" in r.stdout, r.stdout[-3000:]
     st = LineControl(lab_plan(inventory).line_socket).get()
     assert st["qp_errors"] >= 1 and st["transport"]["model"] == "roce-rc"

@@ -313,7 +313,9 @@ class JobPool:
                         stack.callback(pr.close)
                         sj.changed()       # the steady window carries the probe's load like the faulted one
                 sj.current_phase = "steady" if plan.fault is not None else "under the conditions"
-                before = sj.clean(plan.steady, left(), fresh=plan.fault is None)
+                # A setting that changes something is measured from its change on; one that changes
+                # nothing (the physical 4:1) is the job as it runs: its latest clean iterations.
+                before = sj.clean(plan.steady, left())
                 sj.windows.append(Window("reference" if plan.fault is not None else "steady", plan.case, key, before))
                 series += before
                 if plan.fault is None:
@@ -321,9 +323,12 @@ class JobPool:
                     stack.close()               # the conditions undone: back to the unimpaired job
                     for w in cond_w:
                         w.undone_step = sj.in_progress()
-                    sj.changed()
                     sj.current_phase = "reference after"
-                    a_after = sj.clean(plan.steady, left(), fresh=True)
+                    if key:
+                        sj.changed()
+                        a_after = sj.clean(plan.steady, left(), fresh=True)
+                    else:        # nothing changed: the iteration under way is clean too
+                        a_after = sj.collect(plan.steady, left(), first=max(sj.in_progress(), before[-1] + 1))
                     sj.windows.append(Window("reference", plan.case, (), a_after))
                     paired = Paired([sj.point(s) for s in a_before], [sj.point(s) for s in a_after])
                 else:

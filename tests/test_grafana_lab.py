@@ -42,6 +42,11 @@ def test_the_local_store_dashboard_shows_a_switchover_run(emulated_lab, inventor
     s = json.loads((rep / "summary.json").read_text())
     (case,) = s["cases"]
     assert case["status"] == "completed" and case["probe"], case.get("problems")
+    # the switch's window is the iterations it held, not the next one, in which the probe stopped
+    (fault,) = case["faults"]
+    held = list(range(fault["applied_step"], fault["undone_step"]))
+    quick = yaml.safe_load((ROOT / "cases" / "profiles.yaml").read_text())["profiles"]["quick"]
+    assert len(held) == quick["after"] and case["metrics"]["window_steps"] == held, (held, case["metrics"])
     # the per-case panels need the case's baseline (dcilab_case.baseline_s, equivalent_compute)
     assert case["metrics"].get("baseline_s") is not None, case.get("problems")
     start_ns = min(p["start_ns"] for b in s["baselines"].values() for p in b["series"])

@@ -104,7 +104,7 @@ class FaultWindow:
     target: str
     role: str                                  # "fault" | "condition"
     applied_step: int | None = None            # iteration in progress when it was applied
-    undone_step: int | None = None             # iteration in progress when it was undone (None: after the job)
+    undone_step: int | None = None             # iteration in progress when its hold ended and the undo began (None: after the job)
     applied_ns: int | None = None              # wall clock (time.time_ns) on the controller
     verified_ns: int | None = None
     undone_ns: int | None = None
@@ -259,6 +259,10 @@ class CaseRunner:
                 self.progress(f"{case}: {self.current_fault} in effect")
                 try:
                     hold()
+                    # The held iterations end here: stopping the probe (commands on two nodes, its
+                    # analysis on this controller) takes part of the next iteration, which is
+                    # then neither clean nor the fault's alone; it is set aside with the undo's.
+                    w.undone_step = undone_step()
                 finally:
                     if probe is not None:
                         try:
@@ -266,7 +270,6 @@ class CaseRunner:
                             self._write_probe(case, scenario, held.probe_report)
                         except ProbeFailed as exc:
                             held.probe_error = str(exc)
-                w.undone_step = undone_step()
         finally:
             self.current_fault = None
             if rec is not None:

@@ -30,6 +30,7 @@ from emulator.gateway.server import GatewayServer, password_checker
 
 REPO = Path(__file__).resolve().parents[1]
 PORTS = {"100GE1/0/1": "wan0", "100GE1/0/2": "fab0", "MEth0/0/0": "mgmt0"}
+SSH_PASSWORD = "s3cret"   # admin's login on the in-process test server (ssh_server), made up for these tests
 
 
 # ------------------------------------------------------------------------------------ fakes
@@ -402,7 +403,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
 def ssh_server(dev: Any) -> Iterator[GatewayServer]:
     gw, _, _ = dev
     srv = GatewayServer(gw, paramiko.RSAKey.generate(1024), "127.0.0.1", 0,
-                        check_password=password_checker("admin", "s3cret")).start()
+                        check_password=password_checker("admin", SSH_PASSWORD)).start()
     try:
         yield srv
     finally:
@@ -417,7 +418,7 @@ def test_ssh_shell_exec_and_auth(ssh_server: GatewayServer) -> None:
     cl.close()
     cl = paramiko.SSHClient()
     cl.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    cl.connect("127.0.0.1", ssh_server.port, "admin", "s3cret", look_for_keys=False, allow_agent=False)
+    cl.connect("127.0.0.1", ssh_server.port, "admin", SSH_PASSWORD, look_for_keys=False, allow_agent=False)
     try:
         _, out, _ = cl.exec_command("display version")
         assert "VRP (R) software" in out.read().decode() and out.channel.recv_exit_status() == 0
@@ -475,7 +476,7 @@ def test_ssh_public_key_auth(dev: Any, tmp_path: Path) -> None:
 def _client(srv: GatewayServer) -> paramiko.SSHClient:
     cl = paramiko.SSHClient()
     cl.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    cl.connect("127.0.0.1", srv.port, "admin", "s3cret", look_for_keys=False, allow_agent=False, timeout=10)
+    cl.connect("127.0.0.1", srv.port, "admin", SSH_PASSWORD, look_for_keys=False, allow_agent=False, timeout=10)
     return cl
 
 
@@ -540,7 +541,7 @@ def test_the_gateway_driver_logs_out_when_it_closes(ssh_server: GatewayServer) -
     from drivers.gateway.base import Gateway as GatewayDriver
     from drivers.gateway.dialects.huawei_vrp import DIALECT
 
-    target = SshTarget("127.0.0.1", ssh_server.port, "admin", password="s3cret",
+    target = SshTarget("127.0.0.1", ssh_server.port, "admin", password=SSH_PASSWORD,
                        fingerprint=sha256_fingerprint(ssh_server.host_key), name="GW-A")
     for _round in range(2):
         drvs = [GatewayDriver(target, DIALECT, wan_port="100GE1/0/1") for _ in range(10)]
@@ -572,7 +573,7 @@ def test_ssh_a_connection_without_login_or_session_is_closed_and_a_silent_shell_
     """Nothing holds a thread for ever: no login within the login timeout, no session open for the
     idle timeout, a shell silent for the idle timeout (VRP: idle-timeout 10 min by default)."""
     srv = GatewayServer(dev[0], paramiko.RSAKey.generate(1024), "127.0.0.1", 0,
-                        check_password=password_checker("admin", "s3cret"), login_timeout_s=0.5,
+                        check_password=password_checker("admin", SSH_PASSWORD), login_timeout_s=0.5,
                         idle_timeout_s=0.5).start()
     try:
         anon = paramiko.Transport(socket.create_connection(("127.0.0.1", srv.port)))
